@@ -1,0 +1,1 @@
+"""`qlearn tabular` and `qlearn plan` (to be written)."""

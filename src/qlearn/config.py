@@ -1,0 +1,390 @@
+"""Frozen, validated configs, built from Python, dicts, TOML files and `key=value` strings.
+
+Every config is a frozen dataclass whose `__post_init__` checks each value, so an invalid config
+cannot exist. `from_dict` refuses unknown keys (with a suggestion) and coerces values to the field
+types, which is what TOML files and `--set key=value` overrides go through.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import tomllib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal, Self, get_args, get_origin
+
+import tomli_w
+
+from qlearn.errors import ConfigError
+
+InitScheme = Literal[
+    "xavier_normal", "xavier_uniform", "lecun_normal", "kaiming", "orthogonal", "torch_default"
+]
+Exploration = Literal["epsilon_greedy", "softmax"]
+EpsilonDecay = Literal["linear", "exponential"]
+Loss = Literal["huber", "mse"]
+Distributional = Literal["none", "c51", "qr"]
+Network = Literal["auto", "mlp", "minatar_cnn", "nature_cnn"]
+NonFinite = Literal["error", "skip"]
+
+
+def check_range(
+    name: str,
+    value: float,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """Raise ConfigError unless `low <= value <= high` (or `<` where the bound is open)."""
+    ok = not (isinstance(value, float) and not math.isfinite(value))
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        raise ConfigError(f"{name} = {value!r} is out of range; allowed: {left}{lo}, {hi}{right}")
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if get_origin(tp) is tuple:
+        return "a list of integers"
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def coerce(name: str, value: Any, tp: Any) -> Any:
+    """Convert `value` to the field type `tp`, or raise ConfigError naming the key and the type."""
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(tp)
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(name, value, arg)
+            except ConfigError:
+                continue
+    elif origin is Literal:
+        if value in get_args(tp):
+            return value
+    elif origin is tuple:
+        items = value
+        if isinstance(value, str):
+            items = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+        if isinstance(items, list | tuple):
+            try:
+                return tuple(coerce(name, item, get_args(tp)[0]) for item in items)
+            except ConfigError:
+                pass
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                pass
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{name} = {value!r} is invalid; allowed: {_type_name(tp)}")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split a `key=value` string; the value is read as a TOML value, else kept as a string."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {text!r} is malformed; expected key=value, e.g. gamma=0.99")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigBase:
+    """Shared construction and serialisation for every config."""
+
+    @classmethod
+    def field_types(cls) -> dict[str, Any]:
+        hints = typing.get_type_hints(cls)
+        return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> Self:
+        """Build from a mapping, refusing unknown keys and coercing values to the field types."""
+        types_ = cls.field_types()
+        kwargs = {}
+        for key, value in data.items():
+            if key not in types_:
+                close = difflib.get_close_matches(key, types_, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(f"unknown key {key!r} in {source}{hint}")
+            kwargs[key] = coerce(key, value, types_[key])
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:  # pragma: no cover - guarded by the key check above
+            raise ConfigError(f"invalid {source}: {exc}") from None
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> Self:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(path)!r} does not exist") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+        return cls.from_dict(data, source=f"config file {str(path)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def to_toml(self) -> str:
+        # TOML has no null: None-valued fields are left out and take their default on load,
+        # so only fields whose default is None may be None.
+        return tomli_w.dumps({k: v for k, v in self.to_dict().items() if v is not None})
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with some fields changed, going through the same checks as `from_dict`."""
+        return type(self).from_dict({**self.to_dict(), **changes})
+
+    def with_overrides(self, overrides: Iterable[str]) -> Self:
+        """Apply `key=value` strings, as given to the CLI's `--set`."""
+        changes = dict(parse_override(text) for text in overrides)
+        types_ = self.field_types()
+        for key in changes:
+            if key not in types_:
+                close = difflib.get_close_matches(key, types_, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(f"unknown key {key!r} in --set{hint}")
+        return self.replace(**changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class TabularConfig(ConfigBase):
+    """Tabular Q-learning on an env with Discrete observation and action spaces."""
+
+    num_episodes: int = 10_000
+    """Training episodes."""
+    alpha: float = 0.1
+    """Learning rate of the Bellman update, in (0, 1]."""
+    gamma: float = 0.99
+    """Discount factor, in [0, 1]."""
+    exploration: Exploration = "epsilon_greedy"
+    """`epsilon_greedy` or `softmax` (Boltzmann over Q / temperature)."""
+    epsilon_start: float = 1.0
+    """Epsilon at the first episode, in [0, 1]."""
+    epsilon_end: float = 0.01
+    """The floor epsilon decays to, in [0, epsilon_start]."""
+    epsilon_decay: EpsilonDecay = "linear"
+    """`linear`: reaches the floor after `decay_fraction` of the episodes; `exponential`:
+    multiplied by `epsilon_decay_rate` after each episode."""
+    decay_fraction: float = 0.5
+    """Fraction of the episodes over which a linear schedule decays, in (0, 1]."""
+    epsilon_decay_rate: float = 0.999
+    """Per-episode factor of the exponential schedule, in (0, 1]."""
+    temperature: float = 1.0
+    """Softmax temperature, > 0. Lower is greedier."""
+    max_episode_steps: int | None = None
+    """Cap on an episode's length (truncation); None keeps the env's own limit."""
+    seed: int = 0
+    """Seed of the env and of the exploration RNG."""
+
+    def __post_init__(self) -> None:
+        check_range("num_episodes", self.num_episodes, 1)
+        check_range("alpha", self.alpha, 0, 1, low_open=True)
+        check_range("gamma", self.gamma, 0, 1)
+        check_range("epsilon_start", self.epsilon_start, 0, 1)
+        check_range("epsilon_end", self.epsilon_end, 0, self.epsilon_start)
+        check_range("decay_fraction", self.decay_fraction, 0, 1, low_open=True)
+        check_range("epsilon_decay_rate", self.epsilon_decay_rate, 0, 1, low_open=True)
+        check_range("temperature", self.temperature, 0, None, low_open=True)
+        if self.max_episode_steps is not None:
+            check_range("max_episode_steps", self.max_episode_steps, 1)
+        check_range("seed", self.seed, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class DQNConfig(ConfigBase):
+    """Every knob of the DQN agent. Variants (Double, Dueling, PER, n-step, noisy, C51) are flags."""
+
+    total_steps: int = 100_000
+    """Env steps that `learn()` runs when not told otherwise."""
+    # --- network
+    network: Network = "auto"
+    """`mlp` for flat observations, `minatar_cnn` / `nature_cnn` for images; `auto` picks."""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Hidden layer widths of the MLP (and of the head after a CNN)."""
+    init: InitScheme = "xavier_normal"
+    """Weight initialisation; biases always start at zero."""
+    dueling: bool = False
+    """Dueling head: Q = V + A - mean(A)."""
+    noisy: bool = False
+    """Factorised Gaussian noisy linear layers in the head; replaces epsilon-greedy."""
+    noisy_sigma: float = 0.5
+    """Initial sigma of the noisy layers (scaled by 1/sqrt(fan_in))."""
+    distributional: Distributional = "none"
+    """`c51` (categorical) or `qr` (quantile regression) return distributions."""
+    num_atoms: int = 51
+    """Atoms of the C51 support, or quantiles of QR-DQN."""
+    v_min: float = -10.0
+    """Lowest atom of the C51 support."""
+    v_max: float = 10.0
+    """Highest atom of the C51 support."""
+    # --- learning
+    learning_rate: float = 5e-4
+    """Adam step size."""
+    adam_eps: float = 1e-8
+    """Adam epsilon."""
+    gamma: float = 0.99
+    """Discount factor, in [0, 1]."""
+    loss: Loss = "huber"
+    """TD loss: `huber` (smooth L1) or `mse`."""
+    max_grad_norm: float | None = 10.0
+    """Clip the global gradient norm to this; None disables clipping."""
+    double_q: bool = False
+    """Double DQN: the main network picks the next action, the target network scores it."""
+    n_step: int = 1
+    """Steps of the bootstrapped return."""
+    # --- replay
+    buffer_size: int = 100_000
+    """Transitions kept in the replay buffer."""
+    batch_size: int = 64
+    """Transitions per gradient step."""
+    learning_starts: int = 1_000
+    """Env steps before the first update."""
+    train_interval: int = 4
+    """Env steps between updates."""
+    gradient_steps: int = 1
+    """Gradient steps per update."""
+    prioritized: bool = False
+    """Proportional prioritized replay."""
+    per_alpha: float = 0.6
+    """Priority exponent, in [0, 1]."""
+    per_beta_start: float = 0.4
+    """Importance-weight exponent at the start; annealed to 1 over training."""
+    per_eps: float = 1e-6
+    """Added to |TD error| so no priority is zero."""
+    # --- target network
+    target_update_interval: int = 500
+    """Env steps between target updates."""
+    tau: float = 1.0
+    """1.0 copies the main network; smaller values move it by Polyak averaging."""
+    # --- exploration
+    exploration: Exploration = "epsilon_greedy"
+    """`epsilon_greedy` or `softmax` (Boltzmann)."""
+    epsilon_start: float = 1.0
+    """Epsilon at step 0."""
+    epsilon_end: float = 0.05
+    """Epsilon after the decay, in [0, epsilon_start]."""
+    exploration_fraction: float = 0.1
+    """Fraction of total_steps over which epsilon decays linearly, in (0, 1]."""
+    temperature: float = 1.0
+    """Softmax temperature, > 0."""
+    # --- envs
+    num_envs: int = 1
+    """Envs stepped together through a Gymnasium vector env."""
+    frame_stack: int = 4
+    """Frames stacked for Atari observations."""
+    seed: int = 0
+    """Seeds envs, network init, replay sampling and exploration."""
+    torch_threads: int = 1
+    """torch.set_num_threads for training; 1 is fastest for small networks."""
+    device: str = "cpu"
+    """Torch device for the networks."""
+    # --- evaluation, logging, checkpoints
+    eval_interval: int = 10_000
+    """Env steps between greedy evaluations on a separate env; 0 disables."""
+    eval_episodes: int = 10
+    """Episodes per periodic evaluation."""
+    checkpoint_interval: int = 0
+    """Env steps between periodic checkpoints; 0 keeps only the final and interrupt ones."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files."""
+    log_grad_norms: bool = False
+    """Log the gradient norm of each layer (initialisation diagnostics)."""
+    on_nonfinite: NonFinite = "error"
+    """A NaN or inf loss or Q-value: `error` stops the run, `skip` drops the update with a warning."""
+
+    def __post_init__(self) -> None:
+        check_range("total_steps", self.total_steps, 1)
+        if not self.hidden_sizes:
+            raise ConfigError("hidden_sizes = [] is invalid; allowed: at least one width >= 1")
+        for width in self.hidden_sizes:
+            check_range("hidden_sizes entry", width, 1)
+        check_range("noisy_sigma", self.noisy_sigma, 0)
+        check_range("num_atoms", self.num_atoms, 2)
+        if self.v_max <= self.v_min:
+            raise ConfigError(
+                f"v_max = {self.v_max!r} must be greater than v_min = {self.v_min!r}"
+            )
+        check_range("learning_rate", self.learning_rate, 0, None, low_open=True)
+        check_range("adam_eps", self.adam_eps, 0, None, low_open=True)
+        check_range("gamma", self.gamma, 0, 1)
+        if self.max_grad_norm is not None:
+            check_range("max_grad_norm", self.max_grad_norm, 0, None, low_open=True)
+        check_range("n_step", self.n_step, 1, 255)
+        check_range("buffer_size", self.buffer_size, 1)
+        check_range("batch_size", self.batch_size, 1)
+        check_range("learning_starts", self.learning_starts, 0)
+        check_range("train_interval", self.train_interval, 1)
+        check_range("gradient_steps", self.gradient_steps, 1)
+        check_range("per_alpha", self.per_alpha, 0, 1)
+        check_range("per_beta_start", self.per_beta_start, 0, 1)
+        check_range("per_eps", self.per_eps, 0, None, low_open=True)
+        check_range("target_update_interval", self.target_update_interval, 1)
+        check_range("tau", self.tau, 0, 1, low_open=True)
+        check_range("epsilon_start", self.epsilon_start, 0, 1)
+        check_range("epsilon_end", self.epsilon_end, 0, self.epsilon_start)
+        check_range("exploration_fraction", self.exploration_fraction, 0, 1, low_open=True)
+        check_range("temperature", self.temperature, 0, None, low_open=True)
+        check_range("num_envs", self.num_envs, 1)
+        check_range("frame_stack", self.frame_stack, 1)
+        check_range("seed", self.seed, 0)
+        check_range("torch_threads", self.torch_threads, 1)
+        check_range("eval_interval", self.eval_interval, 0)
+        check_range("eval_episodes", self.eval_episodes, 1)
+        check_range("checkpoint_interval", self.checkpoint_interval, 0)
+        if not self.device:
+            raise ConfigError("device = '' is invalid; allowed: a torch device such as 'cpu'")

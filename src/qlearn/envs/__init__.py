@@ -1,0 +1,19 @@
+"""Environment construction, space checks and observation encoding."""
+
+from qlearn.envs.core import (
+    EnvSpec,
+    ObsEncoder,
+    check_discrete_env,
+    env_spec,
+    make_env,
+    make_vector_env,
+)
+
+__all__ = [
+    "EnvSpec",
+    "ObsEncoder",
+    "check_discrete_env",
+    "env_spec",
+    "make_env",
+    "make_vector_env",
+]
