@@ -1,0 +1,1 @@
+"""qlearn CLI commands (to be written)."""
