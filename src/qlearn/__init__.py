@@ -1,4 +1,9 @@
-"""qlearn: Q-learning in all its forms."""
+"""qlearn: Q-learning in all its forms.
+
+The names most users need are importable from here:
+
+    from qlearn import DQN, DQNConfig
+"""
 
 from importlib.metadata import PackageNotFoundError, version
 
@@ -7,4 +12,17 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["__version__"]
+from qlearn.config import DQNConfig, TabularConfig
+from qlearn.errors import QlearnError
+
+
+def __getattr__(name: str) -> object:
+    # DQN pulls in torch and gymnasium; import it on first use so `import qlearn` stays light.
+    if name == "DQN":
+        from qlearn.train import DQN
+
+        return DQN
+    raise AttributeError(f"module 'qlearn' has no attribute {name!r}")
+
+
+__all__ = ["DQN", "DQNConfig", "QlearnError", "TabularConfig", "__version__"]

@@ -72,9 +72,9 @@ def coerce(name: str, value: Any, tp: Any) -> Any:
     origin = get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = get_args(tp)
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
+        is_none = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        if is_none and type(None) in args:
+            return None
         for arg in args:
             if arg is type(None):
                 continue
@@ -117,9 +117,8 @@ def coerce(name: str, value: Any, tp: Any) -> Any:
                 return float(value)
             except ValueError:
                 pass
-    elif tp is str:
-        if isinstance(value, str):
-            return value
+    elif tp is str and isinstance(value, str):
+        return value
     raise ConfigError(f"{name} = {value!r} is invalid; allowed: {_type_name(tp)}")
 
 
@@ -135,6 +134,19 @@ def parse_override(text: str) -> tuple[str, Any]:
     except tomllib.TOMLDecodeError:
         value = raw
     return key, value
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file's table, or ConfigError naming the file and the problem."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {str(path)!r} is a directory") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,15 +175,11 @@ class ConfigBase:
             raise ConfigError(f"invalid {source}: {exc}") from None
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> Self:
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {str(path)!r} does not exist") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
-        return cls.from_dict(data, source=f"config file {str(path)!r}")
+    def from_toml(cls, path: str | Path, base: Self | None = None) -> Self:
+        """Build from a TOML file; keys it leaves out come from `base` (else the defaults)."""
+        data = read_toml(path)
+        start = base.to_dict() if base is not None else {}
+        return cls.from_dict({**start, **data}, source=f"config file {str(path)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         out = {}
@@ -247,7 +255,7 @@ class TabularConfig(ConfigBase):
 
 @dataclasses.dataclass(frozen=True)
 class DQNConfig(ConfigBase):
-    """Every knob of the DQN agent. Variants (Double, Dueling, PER, n-step, noisy, C51) are flags."""
+    """Every DQN hyperparameter; variants (Double, Dueling, PER, n-step, noisy, C51) are flags."""
 
     total_steps: int = 100_000
     """Env steps that `learn()` runs when not told otherwise."""
@@ -345,7 +353,7 @@ class DQNConfig(ConfigBase):
     log_grad_norms: bool = False
     """Log the gradient norm of each layer (initialisation diagnostics)."""
     on_nonfinite: NonFinite = "error"
-    """A NaN or inf loss or Q-value: `error` stops the run, `skip` drops the update with a warning."""
+    """A NaN or inf loss: `error` stops the run, `skip` drops the update with a warning."""
 
     def __post_init__(self) -> None:
         check_range("total_steps", self.total_steps, 1)
@@ -356,9 +364,7 @@ class DQNConfig(ConfigBase):
         check_range("noisy_sigma", self.noisy_sigma, 0)
         check_range("num_atoms", self.num_atoms, 2)
         if self.v_max <= self.v_min:
-            raise ConfigError(
-                f"v_max = {self.v_max!r} must be greater than v_min = {self.v_min!r}"
-            )
+            raise ConfigError(f"v_max = {self.v_max!r} must be greater than v_min = {self.v_min!r}")
         check_range("learning_rate", self.learning_rate, 0, None, low_open=True)
         check_range("adam_eps", self.adam_eps, 0, None, low_open=True)
         check_range("gamma", self.gamma, 0, 1)

@@ -75,4 +75,3 @@ def softmax_action(
     cdf = np.cumsum(p, axis=1)
     u = rng.random((p.shape[0], 1)) * (1 - 1e-12)
     return np.minimum((cdf <= u).sum(axis=1), p.shape[1] - 1)
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -59,7 +60,9 @@ class NoisyLinear(nn.Module):
         self.in_features = in_features
         self.out_features = out_features
         bound = 1.0 / math.sqrt(in_features)
-        self.weight_mu = nn.Parameter(torch.empty(out_features, in_features).uniform_(-bound, bound))
+        self.weight_mu = nn.Parameter(
+            torch.empty(out_features, in_features).uniform_(-bound, bound)
+        )
         self.weight_sigma = nn.Parameter(torch.full((out_features, in_features), sigma0 * bound))
         self.bias_mu = nn.Parameter(torch.empty(out_features).uniform_(-bound, bound))
         self.bias_sigma = nn.Parameter(torch.full((out_features,), sigma0 * bound))
@@ -87,7 +90,7 @@ class NoisyLinear(nn.Module):
 def mlp(sizes: Sequence[int], init: str, *, activate_last: bool = True) -> nn.Sequential:
     """Linear layers of the given widths with ReLU between them."""
     layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         linear = nn.Linear(n_in, n_out)
         init_layer(linear, init)
         layers.append(linear)
@@ -119,8 +122,11 @@ class NatureTorso(nn.Module):
     def __init__(self, obs_shape: Sequence[int], init: str) -> None:
         super().__init__()
         c, h, w = obs_shape
-        convs = [nn.Conv2d(c, 32, 8, stride=4), nn.Conv2d(32, 64, 4, stride=2),
-                 nn.Conv2d(64, 64, 3, stride=1)]
+        convs = [
+            nn.Conv2d(c, 32, 8, stride=4),
+            nn.Conv2d(32, 64, 4, stride=2),
+            nn.Conv2d(64, 64, 3, stride=1),
+        ]
         for conv in convs:
             init_layer(conv, init)
         self.body = nn.Sequential(convs[0], nn.ReLU(), convs[1], nn.ReLU(), convs[2], nn.ReLU())

@@ -1,1 +1,142 @@
-"""qlearn CLI commands (to be written)."""
+"""`qlearn train`, `eval`, `play`, `plot` and `presets`: the DQN commands."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from qlearn.cli.app import app
+from qlearn.config import DQNConfig
+from qlearn.errors import ConfigError
+
+
+def _default_run_dir(env_id: str, seed: int) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{env_id.replace('/', '_')}_s{seed}_{stamp}"
+
+
+def build_config(
+    preset: str | None, config_file: Path | None, overrides: list[str] | None
+) -> DQNConfig:
+    """Defaults, then the preset, then the TOML file, then `--set` overrides, in that order."""
+    from qlearn.presets import load_preset
+
+    config = load_preset(preset) if preset else DQNConfig()
+    if config_file is not None:
+        config = DQNConfig.from_toml(config_file, base=config)
+    return config.with_overrides(overrides or [])
+
+
+@app.command()
+def train(
+    env: Annotated[str | None, typer.Argument(help="Gymnasium env id, e.g. CartPole-v1.")] = None,
+    preset: Annotated[str | None, typer.Option(help="Tuned preset (see `qlearn presets`).")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML file of DQNConfig fields.")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="key=value override; repeatable.")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Env steps (default: total_steps).")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Where logs and checkpoints go.")] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue this run dir from its newest checkpoint.")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train a DQN and evaluate it; the run dir keeps config, logs and checkpoints."""
+    from qlearn.train import DQN
+
+    if resume is not None:
+        if env or preset or config or overrides:
+            raise ConfigError("--resume takes the run's saved config; drop ENV/--preset/--set")
+        agent = DQN.resume(resume, progress=progress)
+        typer.echo(f"resuming {resume} at step {agent.counters.step}", err=True)
+    else:
+        if env is None:
+            raise ConfigError("give an env id (e.g. qlearn train CartPole-v1) or --resume RUN_DIR")
+        cfg = build_config(preset, config, overrides)
+        if steps is not None:
+            cfg = cfg.replace(total_steps=steps)
+        run_dir = run_dir or _default_run_dir(env, cfg.seed)
+        agent = DQN(env, cfg, run_dir=run_dir, progress=progress)
+    agent.learn()
+    result = agent.evaluate(agent.config.eval_episodes)
+    typer.echo(
+        f"trained {agent.counters.step} steps in {agent.counters.wall_time:.1f}s; greedy "
+        f"evaluation over {len(result.returns)} episodes: mean return {result.mean:.2f} "
+        f"+/- {result.std:.2f}"
+    )
+    typer.echo(f"run dir: {agent.run_dir}")
+
+
+@app.command("eval")
+def eval_(
+    run_dir: Annotated[Path, typer.Argument(help="A run dir or a checkpoint dir.")],
+    episodes: Annotated[int, typer.Option(min=1, help="Evaluation episodes.")] = 20,
+    seed: Annotated[int | None, typer.Option(help="Seed of the first episode.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Evaluate a trained agent greedily (its best model, else final)."""
+    from qlearn.train import DQN
+
+    agent = DQN.load(run_dir)
+    result = agent.evaluate(episodes, seed=seed)
+    if json_out:
+        typer.echo(json.dumps({**result.summary(), "returns": list(result.returns)}))
+    else:
+        typer.echo(
+            f"{agent.env_id}: mean return {result.mean:.2f} +/- {result.std:.2f} over "
+            f"{episodes} episodes (min {min(result.returns):.1f}, max {max(result.returns):.1f})"
+        )
+
+
+@app.command()
+def play(
+    run_dir: Annotated[Path, typer.Argument(help="A run dir or a checkpoint dir.")],
+    gif: Annotated[Path, typer.Option(help="Write the episodes to this GIF.")],
+    episodes: Annotated[int, typer.Option(min=1)] = 1,
+    fps: Annotated[int, typer.Option(min=1, max=100)] = 30,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Record a trained agent playing greedily, as a GIF of rgb_array frames."""
+    from qlearn.plots import write_gif
+    from qlearn.train import DQN, evaluate_policy
+
+    agent = DQN.load(run_dir)
+    env = agent.make_eval_env(render_mode="rgb_array")
+    frames: list = []
+    result = evaluate_policy(env, agent.agent.predict, episodes, seed, on_frame=frames.append)
+    env.close()
+    write_gif(frames, gif, fps=fps)
+    typer.echo(f"wrote {gif} ({len(frames)} frames, returns {list(result.returns)})")
+
+
+@app.command()
+def plot(
+    run_dir: Annotated[Path, typer.Argument(help="A run dir.")],
+    out: Annotated[Path | None, typer.Option(help="PNG path (default RUN_DIR/curve.png).")] = None,
+) -> None:
+    """Draw the learning curve (episode returns and evaluations) as a PNG."""
+    from qlearn.plots import learning_curve
+
+    path = learning_curve(run_dir, out or run_dir / "learning_curve.png")
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+def presets(
+    name: Annotated[str | None, typer.Argument(help="Show this preset's TOML.")] = None,
+) -> None:
+    """List the tuned presets, or show one."""
+    from qlearn.presets import preset_names, preset_text
+
+    if name is None:
+        for n in preset_names():
+            typer.echo(n)
+    else:
+        typer.echo(preset_text(name))

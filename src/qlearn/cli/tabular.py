@@ -1,1 +1,226 @@
-"""`qlearn tabular` and `qlearn plan` (to be written)."""
+"""`qlearn tabular` (Q-learning with a Q-table) and `qlearn plan` (planning on a known model)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from qlearn.cli.app import app
+from qlearn.config import TabularConfig, check_range, parse_override
+from qlearn.errors import ConfigError
+
+if TYPE_CHECKING:
+    import gymnasium as gym
+    import numpy as np
+
+    from qlearn.agents.tabular import EvalResult
+
+PLAN_METHODS = ("value-iteration", "policy-iteration")
+# FrozenLake's actions 0 left, 1 down, 2 right, 3 up, drawn in plain ASCII.
+ASCII_ARROWS = "<v>^"
+
+EnvArg = Annotated[
+    str, typer.Argument(metavar="ENV", help="Gymnasium env id with Discrete spaces.")
+]
+EnvKwargsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--env-kwarg",
+        metavar="KEY=VALUE",
+        help="Passed to the env, e.g. map_name=8x8 or is_slippery=false; repeatable.",
+    ),
+]
+SlipperyOpt = Annotated[
+    bool | None,
+    typer.Option("--slippery/--no-slippery", help="FrozenLake's is_slippery (default: the env's)."),
+]
+PlotOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--plot", metavar="FILE.png", help="Draw the grid world's values and policy arrows."
+    ),
+]
+EvalEpisodesOpt = Annotated[
+    int, typer.Option("--eval-episodes", help="Greedy evaluation episodes.")
+]
+
+
+def env_kwargs_from(texts: list[str] | None, slippery: bool | None) -> dict[str, Any]:
+    """`KEY=VALUE` strings (values read as TOML, else kept as text) plus `--[no-]slippery`."""
+    kwargs: dict[str, Any] = {}
+    for text in texts or []:
+        if "=" not in text or not text.partition("=")[0].strip():
+            raise ConfigError(
+                f"--env-kwarg {text!r} is malformed; expected KEY=VALUE, e.g. is_slippery=false"
+            )
+        key, value = parse_override(text)
+        kwargs[key] = value
+    if slippery is not None:
+        kwargs["is_slippery"] = slippery
+    return kwargs
+
+
+def check_plot_path(path: Path | None, env: gym.Env) -> None:
+    """Fail before any work if `--plot` cannot be drawn: not a .png, no folder, no grid."""
+    if path is None:
+        return
+    if path.suffix.lower() != ".png":
+        raise ConfigError(f"--plot {str(path)!r} is not a .png file; allowed: FILE.png")
+    if not path.parent.is_dir():
+        raise ConfigError(f"--plot {str(path)!r}: folder {str(path.parent)!r} does not exist")
+    if getattr(env.unwrapped, "desc", None) is None:
+        raise ConfigError(
+            f"--plot needs a grid world with a map (env.unwrapped.desc), such as FrozenLake-v1; "
+            f"{env.spec.id if env.spec else 'this env'} has none"
+        )
+
+
+def policy_text(policy: np.ndarray, desc: np.ndarray) -> str:
+    """The policy as rows of ASCII arrows, holes and goals shown by their letters."""
+    cols = len(desc[0])
+    lines = []
+    for r, row in enumerate(desc):
+        cells = []
+        for c, cell in enumerate(row):
+            letter = cell.decode() if isinstance(cell, bytes) else str(cell)
+            cells.append(letter if letter in "HG" else ASCII_ARROWS[int(policy[r * cols + c])])
+        lines.append("  " + " ".join(cells))
+    return "\n".join(lines)
+
+
+def _echo_eval(result: EvalResult, num_episodes: int, seed: int) -> None:
+    typer.echo(
+        f"greedy evaluation over {num_episodes} episodes (seed {seed}): mean return "
+        f"{result.mean_return:.3f} +/- {result.std_return:.3f}, success rate "
+        f"{result.success_rate:.3f}, mean length {result.mean_length:.1f}"
+    )
+
+
+def _echo_grid(
+    env: gym.Env, values: np.ndarray, policy: np.ndarray, plot: Path | None, title: str
+) -> None:
+    desc = getattr(env.unwrapped, "desc", None)
+    if desc is not None:
+        typer.echo("greedy policy:\n" + policy_text(policy, desc))
+    if plot is not None:
+        from qlearn.plots import plot_value_grid
+
+        plot_value_grid(values, desc, plot, policy=policy, title=title)
+        typer.echo(f"wrote {plot}")
+
+
+@app.command("tabular")
+def tabular(
+    env: EnvArg,
+    episodes: Annotated[
+        int | None, typer.Option("--episodes", help="Training episodes (default: num_episodes).")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", metavar="KEY=VALUE", help="TabularConfig field; repeatable."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML file of TabularConfig fields.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of env and RNG.")] = None,
+    eval_episodes: EvalEpisodesOpt = 1_000,
+    env_kwarg: EnvKwargsOpt = None,
+    slippery: SlipperyOpt = None,
+    plot: PlotOpt = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train a Q-table with Q-learning, then evaluate its greedy policy."""
+    from tqdm import tqdm
+
+    from qlearn.agents.tabular import EpisodeMetrics, TabularQAgent
+
+    cfg = TabularConfig.from_toml(config) if config is not None else TabularConfig()
+    cfg = cfg.with_overrides(overrides or [])
+    if episodes is not None:
+        cfg = cfg.replace(num_episodes=episodes)
+    if seed is not None:
+        cfg = cfg.replace(seed=seed)
+    check_range("eval_episodes", eval_episodes, 1)
+    agent = TabularQAgent(env, cfg, **env_kwargs_from(env_kwarg, slippery))
+    check_plot_path(plot, agent.env)
+    typer.echo(
+        f"{env}: {agent.num_states} states, {agent.num_actions} actions; Q-learning for "
+        f"{cfg.num_episodes} episodes (alpha {cfg.alpha:g}, gamma {cfg.gamma:g}, "
+        f"{cfg.exploration}, seed {cfg.seed})"
+    )
+    start = time.perf_counter()
+    with tqdm(total=cfg.num_episodes, unit="ep", disable=not progress, leave=False) as bar:
+
+        def on_episode(m: EpisodeMetrics) -> None:
+            bar.update(1)
+
+        metrics = agent.learn(callback=on_episode)
+    tail = metrics.episode_returns[-100:]
+    typer.echo(
+        f"trained {cfg.num_episodes} episodes, {int(metrics.episode_lengths.sum())} steps in "
+        f"{time.perf_counter() - start:.1f}s; mean return of the last {len(tail)} episodes "
+        f"{tail.mean():.3f}"
+    )
+    eval_seed = cfg.seed + 1
+    _echo_eval(agent.evaluate(eval_episodes, seed=eval_seed), eval_episodes, eval_seed)
+    _echo_grid(
+        agent.env,
+        agent.q_table.max(axis=1),
+        agent.greedy_policy(),
+        plot,
+        f"{env}: Q-learning, max_a Q(s, a) and greedy policy",
+    )
+
+
+@app.command("plan")
+def plan(
+    env: EnvArg,
+    method: Annotated[
+        str, typer.Option("--method", help="value-iteration or policy-iteration.")
+    ] = "value-iteration",
+    gamma: Annotated[float, typer.Option("--gamma", help="Discount, in [0, 1].")] = 0.99,
+    tolerance: Annotated[
+        float, typer.Option("--tolerance", help="Value iteration's stopping change.")
+    ] = 1e-8,
+    max_sweeps: Annotated[
+        int, typer.Option("--max-sweeps", help="Value iteration's most sweeps.")
+    ] = 10_000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the evaluation episodes.")] = 0,
+    eval_episodes: EvalEpisodesOpt = 1_000,
+    env_kwarg: EnvKwargsOpt = None,
+    slippery: SlipperyOpt = None,
+    plot: PlotOpt = None,
+) -> None:
+    """Plan on the env's known model (toy-text envs), then evaluate the greedy policy."""
+    from qlearn.agents.tabular import evaluate_policy, make_tabular_env
+    from qlearn.planning import TabularMDP, policy_iteration, value_iteration
+
+    if method not in PLAN_METHODS:
+        raise ConfigError(f"--method {method!r} is invalid; allowed: {', '.join(PLAN_METHODS)}")
+    check_range("gamma", gamma, 0, 1)
+    check_range("eval_episodes", eval_episodes, 1)
+    check_range("seed", seed, 0)
+    gym_env = make_tabular_env(env, **env_kwargs_from(env_kwarg, slippery))
+    check_plot_path(plot, gym_env)
+    mdp = TabularMDP.from_env(gym_env)
+    typer.echo(
+        f"{env}: {mdp.num_states} states, {mdp.num_actions} actions, "
+        f"{int(mdp.terminal.sum())} terminal"
+    )
+    start = time.perf_counter()
+    if method == "value-iteration":
+        result: Any = value_iteration(mdp, gamma, tolerance=tolerance, max_sweeps=max_sweeps)
+        done = f"converged in {result.num_sweeps} sweeps (tolerance {tolerance:g})"
+    else:
+        result = policy_iteration(mdp, gamma)
+        done = f"stable after {result.num_iterations} policy evaluations"
+    typer.echo(f"{method} with gamma {gamma:g} {done}, {time.perf_counter() - start:.2f}s")
+    _echo_eval(
+        evaluate_policy(gym_env, result.policy, num_episodes=eval_episodes, seed=seed),
+        eval_episodes,
+        seed,
+    )
+    _echo_grid(gym_env, result.values, result.policy, plot, f"{env}: {method}, gamma {gamma:g}")

@@ -40,7 +40,9 @@ def _register_optional(env_id: str) -> None:
 
             gym.register_envs(ale_py)
         except ImportError:
-            raise EnvError(f"env {env_id!r} needs the ale-py package; install qlearn[atari]") from None
+            raise EnvError(
+                f"env {env_id!r} needs the ale-py package; install qlearn[atari]"
+            ) from None
 
 
 def is_atari(env_id: str) -> bool:
@@ -99,7 +101,7 @@ def _channels_first(env: gym.Env) -> gym.Env:
 
 @dataclasses.dataclass(frozen=True)
 class EnvSpec:
-    """What an agent needs to know of an env's spaces; stored in checkpoints and compared on load."""
+    """An env's spaces as the agent needs them; stored in checkpoints and compared on load."""
 
     obs_kind: str  # "box" or "discrete"
     obs_shape: tuple[int, ...]  # Box shape, or (n,) for Discrete
@@ -149,9 +151,7 @@ def env_spec(observation_space: gym.Space, action_space: gym.Space, name: str = 
             str(observation_space.dtype),
             int(action_space.n),
         )
-    raise EnvError(
-        f"{name} has observation space {observation_space}; allowed: Box or Discrete"
-    )
+    raise EnvError(f"{name} has observation space {observation_space}; allowed: Box or Discrete")
 
 
 def check_discrete_env(env: gym.Env, name: str = "env") -> tuple[int, int]:

@@ -188,4 +188,8 @@ class ReplayBuffer:
             )
         for key, array in self._arrays().items():
             array[:size] = state[f"replay.{key}"]
-        self.pos, self.size = pos, size
+        # Filled slots are [0, size); until they fill the buffer the next write goes right after
+        # them. The saved pos only holds for a buffer of the saved capacity: kept as is, it would
+        # overwrite live slots of a larger buffer, or point past the end of a smaller one.
+        self.pos = pos % self.capacity if size == self.capacity else size
+        self.size = size

@@ -1,0 +1,246 @@
+"""Checkpoints that load without running code: safetensors for tensors, JSON for the rest.
+
+A checkpoint is a directory:
+
+    model.safetensors   both networks, Adam moments, torch RNG state
+    replay.safetensors  the filled part of the replay buffer (optional; needed to resume)
+    meta.json           format name and version, library version, config, env spaces, counters,
+                        numpy RNG state, and the size and SHA-256 of each safetensors file
+
+It is written into a hidden temporary directory, every file fsynced, then renamed into place, so a
+crash leaves either the old checkpoint or the new one, never a half-written one. Loading reads
+only JSON and safetensors (no pickle anywhere), checks sizes and hashes first, and raises
+CheckpointError naming the problem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file as load_numpy
+from safetensors.numpy import save_file as save_numpy
+from safetensors.torch import load_file as load_torch
+from safetensors.torch import save_file as save_torch
+
+from qlearn.errors import CheckpointError
+
+FORMAT_NAME = "qlearn-checkpoint"
+FORMAT_VERSION = 1
+META = "meta.json"
+MODEL = "model.safetensors"
+REPLAY = "replay.safetensors"
+CHECKPOINT_PREFIX = "step_"
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem lets a directory be opened
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a text file so that readers see the old content or the new, never a mix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _contiguous(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # safetensors refuses views and shared storage; clone what is not plain contiguous memory.
+    return {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+
+
+def write_checkpoint(
+    path: str | Path,
+    meta: Mapping[str, Any],
+    tensors: Mapping[str, torch.Tensor],
+    replay: Mapping[str, np.ndarray] | None = None,
+) -> Path:
+    """Write a checkpoint directory atomically, replacing any checkpoint already at `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        files = {MODEL: tmp / MODEL}
+        save_torch(_contiguous(tensors), str(files[MODEL]))
+        if replay is not None:
+            files[REPLAY] = tmp / REPLAY
+            save_numpy({k: np.ascontiguousarray(v) for k, v in replay.items()}, str(files[REPLAY]))
+        record = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            **meta,
+            "files": {
+                name: {"bytes": f.stat().st_size, "sha256": _sha256(f)} for name, f in files.items()
+            },
+        }
+        (tmp / META).write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
+        for f in tmp.iterdir():
+            _fsync_file(f)
+        _fsync_dir(tmp)
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(path, old)
+            os.rename(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """Read and check a checkpoint's meta.json (format, version, file sizes and hashes)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    if not path.is_dir():
+        raise CheckpointError(
+            f"{str(path)!r} is not a qlearn checkpoint: expected a directory holding {META} and "
+            f"{MODEL} (qlearn never loads pickled files such as .pt, .pth or .pkl)"
+        )
+    meta_path = path / META
+    if not meta_path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} has no {META}; it is missing or foreign")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{str(meta_path)!r} is malformed JSON: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise CheckpointError(
+            f"{str(meta_path)!r} is not a qlearn checkpoint (format is "
+            f"{meta.get('format') if isinstance(meta, dict) else type(meta).__name__!r}, "
+            f"expected {FORMAT_NAME!r})"
+        )
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{str(meta_path)!r} has an invalid format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has format version {version}, newer than this qlearn "
+            f"reads ({FORMAT_VERSION}); upgrade qlearn"
+        )
+    files = meta.get("files")
+    if not isinstance(files, dict) or MODEL not in files:
+        raise CheckpointError(f"{str(meta_path)!r} lists no {MODEL}")
+    for name, info in files.items():
+        _verify_file(path / name, info)
+    return meta
+
+
+def _verify_file(file: Path, info: Any) -> None:
+    if not file.is_file():
+        raise CheckpointError(f"checkpoint file {str(file)!r} is missing")
+    try:
+        size, digest = int(info["bytes"]), str(info["sha256"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"meta.json has a malformed entry for {file.name!r}") from None
+    actual = file.stat().st_size
+    if actual != size:
+        raise CheckpointError(
+            f"checkpoint file {str(file)!r} is truncated or altered: {actual} bytes, "
+            f"expected {size}"
+        )
+    if _sha256(file) != digest:
+        raise CheckpointError(f"checkpoint file {str(file)!r} is corrupt: SHA-256 mismatch")
+
+
+def _load_safetensors(file: Path, loader: Any) -> dict[str, Any]:
+    try:
+        return dict(loader(str(file)))
+    except Exception as exc:  # safetensors raises several types for a bad header
+        raise CheckpointError(
+            f"{str(file)!r} is not a valid safetensors file ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def read_checkpoint(
+    path: str | Path, *, with_replay: bool = False
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, np.ndarray] | None]:
+    """Load (meta, tensors, replay arrays or None) from a checkpoint directory."""
+    path = Path(path)
+    meta = read_meta(path)
+    tensors = _load_safetensors(path / MODEL, load_torch)
+    replay = None
+    if with_replay and REPLAY in meta["files"]:
+        replay = _load_safetensors(path / REPLAY, load_numpy)
+    return meta, tensors, replay
+
+
+def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
+    """Periodic checkpoint directories of a run, oldest first (hidden temporaries excluded)."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX)]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint of a run that passes every check, or None."""
+    for path in reversed(checkpoint_dirs(run_dir)):
+        try:
+            read_meta(path)
+        except CheckpointError:
+            continue
+        return path
+    return None
+
+
+def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
+    """Delete all but the newest `keep` periodic checkpoints."""
+    for path in checkpoint_dirs(run_dir)[:-keep] if keep > 0 else []:
+        # Hide it first (one atomic rename), so a crash mid-delete leaves no broken checkpoint.
+        hidden = path.with_name(f".{path.name}.del")
+        os.rename(path, hidden)
+        shutil.rmtree(hidden, ignore_errors=True)
+
+
+def remove_temporaries(run_dir: str | Path) -> None:
+    """Delete what an interrupted write or delete left behind (hidden `.*.tmp`, `.*.del`)."""
+    root = Path(run_dir) / "checkpoints"
+    if root.is_dir():
+        for path in root.iterdir():
+            if path.name.startswith(".") and path.name.endswith((".tmp", ".del", ".old")):
+                shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,28 @@
+"""Planning on known or estimated finite MDPs (numpy only)."""
+
+from qlearn.planning.dp import (
+    PolicyIterationResult,
+    ValueIterationResult,
+    greedy_policy,
+    policy_iteration,
+    policy_values,
+    q_from_values,
+    value_iteration,
+)
+from qlearn.planning.mdp import MDPSpec, TabularMDP
+from qlearn.planning.model import TransitionCounts, collect_transitions, counts_to_probabilities
+
+__all__ = [
+    "MDPSpec",
+    "PolicyIterationResult",
+    "TabularMDP",
+    "TransitionCounts",
+    "ValueIterationResult",
+    "collect_transitions",
+    "counts_to_probabilities",
+    "greedy_policy",
+    "policy_iteration",
+    "policy_values",
+    "q_from_values",
+    "value_iteration",
+]

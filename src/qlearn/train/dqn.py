@@ -1,0 +1,507 @@
+"""`DQN`: the user-facing agent. It wires env, learner, replay, logs, evaluation and checkpoints.
+
+    from qlearn import DQN, DQNConfig
+    agent = DQN("CartPole-v1", DQNConfig(total_steps=50_000))
+    agent.learn()
+    agent.evaluate(20).mean
+    agent.save("cartpole")
+    agent = DQN.load("cartpole")
+
+Counting: `step` counts real transitions (env steps that produced a stored transition) summed
+over the vector env's copies. Every interval (`train_interval`, `target_update_interval`,
+`eval_interval`, `checkpoint_interval`) is in those steps, so the replay ratio does not change
+with `num_envs`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from qlearn import __version__, checkpoint
+from qlearn.agents.dqn import DQNAgent, num_crossings, per_beta
+from qlearn.config import DQNConfig
+from qlearn.envs import EnvSpec, env_spec, make_env, make_vector_env
+from qlearn.errors import CheckpointError, ConfigError, EnvError, QlearnError, TrainingError
+from qlearn.monitor import Monitor
+from qlearn.train.evaluation import EvalResult, evaluate_policy
+
+RUN_CONFIG = "config.toml"
+RUN_INFO = "run.json"
+BEST = "best"
+FINAL = "final"
+TRAIN_LOG_INTERVAL = 1_000  # env steps between train.csv rows and progress-bar refreshes
+
+
+class TrainingInterrupted(QlearnError):
+    """SIGINT or SIGTERM stopped training; a checkpoint was saved first."""
+
+
+@dataclasses.dataclass
+class Counters:
+    """Where training stands; saved in every checkpoint."""
+
+    step: int = 0
+    episodes: int = 0
+    total_steps: int = 0
+    best_eval: float = -math.inf
+    num_evals: int = 0
+    wall_time: float = 0.0
+
+
+class _StopFlag:
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps (main thread only)."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C stops at once
+            self.signal = signum
+
+        for s in previous:
+            signal.signal(s, handler)
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+def _env_id_of(env: gym.Env) -> str | None:
+    spec = getattr(env, "spec", None)
+    return spec.id if spec is not None else None
+
+
+class DQN:
+    """Deep Q-learning on a Gymnasium env with Discrete actions.
+
+    Args:
+        env: an env id (`"CartPole-v1"`) or a `gymnasium.Env` instance.
+        config: hyperparameters; defaults suit classic-control tasks.
+        run_dir: where logs, the resolved config, checkpoints and the best model go; None keeps
+            nothing on disk.
+        progress: draw a progress bar on stderr while learning.
+        env_kwargs: extra keyword arguments for `gymnasium.make`.
+    """
+
+    def __init__(
+        self,
+        env: str | gym.Env,
+        config: DQNConfig | None = None,
+        *,
+        run_dir: str | Path | None = None,
+        progress: bool = False,
+        env_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        self.config = config or DQNConfig()
+        self.env_kwargs = dict(env_kwargs or {})
+        if isinstance(env, str):
+            self.env_id: str | None = env
+            self._env_instance: gym.Env | None = None
+            probe = make_env(env, frame_stack=self.config.frame_stack, **self.env_kwargs)
+            spec = env_spec(probe.observation_space, probe.action_space, repr(env))
+            probe.close()
+        elif isinstance(env, gym.Env):
+            self.env_id = _env_id_of(env)
+            self._env_instance = env
+            spec = env_spec(env.observation_space, env.action_space, f"env {self.env_id!r}")
+            if self.config.num_envs > 1:
+                raise ConfigError(
+                    f"num_envs = {self.config.num_envs} needs an env id, not an env instance"
+                )
+        else:
+            raise EnvError(f"env must be an env id or a gymnasium.Env, got {type(env).__name__}")
+        self.spec: EnvSpec = spec
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.progress = progress
+        torch.set_num_threads(self.config.torch_threads)
+        self.agent = DQNAgent(spec, self.config)
+        self.counters = Counters(total_steps=self.config.total_steps)
+        self._eval_env: gym.Env | None = None
+        self.last_metrics: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ envs
+    def _make_train_envs(self) -> gym.vector.VectorEnv:
+        c = self.config
+        if self._env_instance is not None:
+            instance = self._env_instance
+            return gym.vector.SyncVectorEnv([lambda: instance])
+        assert self.env_id is not None
+        if self.env_kwargs:
+            kwargs = self.env_kwargs
+
+            def factory() -> gym.Env:
+                return make_env(self.env_id, frame_stack=c.frame_stack, **kwargs)  # type: ignore[arg-type]
+
+            return gym.vector.SyncVectorEnv([factory] * c.num_envs)
+        return make_vector_env(self.env_id, c.num_envs, frame_stack=c.frame_stack)
+
+    def make_eval_env(self, render_mode: str | None = None) -> gym.Env:
+        """A fresh single env like the training one, for evaluation or rendering."""
+        if self.env_id is not None:
+            return make_env(
+                self.env_id,
+                render_mode=render_mode,
+                frame_stack=self.config.frame_stack,
+                **self.env_kwargs,
+            )
+        if self._env_instance is not None and self._env_instance.spec is not None:
+            return gym.make(self._env_instance.spec, render_mode=render_mode)
+        raise EnvError("this env instance has no spec to make an evaluation copy from")
+
+    # ------------------------------------------------------------------ acting
+    def predict(self, obs: Any) -> Any:
+        """Greedy action(s): an int for one observation, an array for a batch."""
+        array = np.asarray(obs)
+        single = array.shape == self.spec.obs_shape or (
+            self.spec.obs_kind == "discrete" and array.ndim == 0
+        )
+        actions = self.agent.predict(array[None] if single else array)
+        return int(actions[0]) if single else actions
+
+    def evaluate(self, num_episodes: int = 10, seed: int | None = None) -> EvalResult:
+        """Greedy evaluation on a separate env; `seed` defaults to the config's seed + 1e6."""
+        if self._eval_env is None:
+            self._eval_env = self.make_eval_env()
+        seed = self.config.seed + 1_000_000 if seed is None else seed
+        return evaluate_policy(self._eval_env, self.agent.predict, num_episodes, seed)
+
+    # ------------------------------------------------------------------ learning
+    def learn(
+        self,
+        total_steps: int | None = None,
+        *,
+        callback: Callable[[DQN, dict[str, float]], bool | None] | None = None,
+    ) -> DQN:
+        """Train until `total_steps` env steps (config.total_steps by default) have been taken.
+
+        A resumed agent continues from its step counter. SIGINT/SIGTERM save a checkpoint (when
+        there is a run_dir) and raise TrainingInterrupted. `callback(agent, metrics)` is called
+        after each evaluation; returning False stops training early.
+        """
+        c = self.config
+        counters = self.counters
+        if total_steps is not None:
+            if total_steps < 1:
+                raise ConfigError(f"total_steps = {total_steps} is out of range; allowed: >= 1")
+            counters.total_steps = total_steps
+        if self.run_dir is not None:
+            self._prepare_run_dir()
+        monitor = Monitor(
+            self.run_dir,
+            counters.total_steps,
+            progress=self.progress,
+            tensorboard=c.tensorboard,
+            initial_step=counters.step,
+        )
+        stop = _StopFlag()
+        envs = self._make_train_envs()
+        try:
+            with stop.installed():
+                self._loop(envs, monitor, stop, callback)
+        finally:
+            envs.close()
+            monitor.close()
+        return self
+
+    def _loop(
+        self,
+        envs: gym.vector.VectorEnv,
+        monitor: Monitor,
+        stop: _StopFlag,
+        callback: Callable[[DQN, dict[str, float]], bool | None] | None,
+    ) -> None:
+        c, agent, counters = self.config, self.agent, self.counters
+        total = counters.total_steps
+        num_envs = envs.num_envs
+        nstep = None
+        if c.n_step > 1:
+            from qlearn.replay.nstep import NStepAccumulator
+
+            nstep = NStepAccumulator(c.n_step, c.gamma, num_envs)
+        replay = agent.replay
+        # A fresh run resets with the seed; a resumed one with a seed derived from its step.
+        obs, _ = envs.reset(seed=c.seed + counters.step)
+        prev_done = np.zeros(num_envs, dtype=bool)
+        ep_return = np.zeros(num_envs)
+        ep_length = np.zeros(num_envs, dtype=np.int64)
+        check_finite = self.spec.obs_dtype != "uint8"
+        single = num_envs == 1 and nstep is None
+        metrics: dict[str, float] = {}
+        recent_returns: list[float] = []
+        t_start = time.perf_counter()
+        wall_before = counters.wall_time
+        last_log_step = counters.step
+        last_log_time = t_start
+
+        while counters.step < total:
+            epsilon = agent.epsilon(counters.step, total)
+            actions = agent.act(obs, epsilon)
+            next_obs, rewards, terminated, truncated, _ = envs.step(actions)
+            if check_finite and not math.isfinite(float(next_obs.sum()) + float(rewards.sum())):
+                self._nonfinite_env(next_obs, rewards, counters.step)
+            before = counters.step
+            if single:
+                if prev_done[0]:
+                    n_new = 0
+                else:
+                    replay.add_one(obs[0], actions[0], rewards[0], next_obs[0], terminated[0])
+                    n_new = 1
+            else:
+                valid = ~prev_done
+                n_new = int(valid.sum())
+                if nstep is not None:
+                    out = nstep.push(obs, actions, rewards, next_obs, terminated, truncated, valid)
+                    if out is not None:
+                        replay.add(
+                            out.obs,
+                            out.actions,
+                            out.returns,
+                            out.next_obs,
+                            out.terminated,
+                            out.steps,
+                        )
+                elif n_new:
+                    replay.add(
+                        obs[valid],
+                        actions[valid],
+                        rewards[valid],
+                        next_obs[valid],
+                        terminated[valid],
+                    )
+            done = terminated | truncated
+            if n_new:
+                ep_return += rewards
+                ep_length += 1
+                if done.any():
+                    for i in np.flatnonzero(done & ~prev_done):
+                        counters.episodes += 1
+                        recent_returns.append(float(ep_return[i]))
+                        monitor.episode(
+                            before + n_new,
+                            counters.episodes,
+                            float(ep_return[i]),
+                            int(ep_length[i]),
+                            epsilon=epsilon,
+                        )
+                ep_return[prev_done | done] = 0.0
+                ep_length[prev_done | done] = 0
+            prev_done = done
+            obs = next_obs
+            counters.step = step = before + n_new
+
+            if step >= c.learning_starts:
+                for _ in range(num_crossings(before, step, c.train_interval) * c.gradient_steps):
+                    beta = per_beta(c, step, total) if c.prioritized else 1.0
+                    metrics = agent.update(beta) or metrics
+                if num_crossings(before, step, c.target_update_interval):
+                    agent.update_target()
+            if num_crossings(before, step, TRAIN_LOG_INTERVAL) or step >= total:
+                now = time.perf_counter()
+                sps = (step - last_log_step) / max(now - last_log_time, 1e-9)
+                last_log_step, last_log_time = step, now
+                mean_return = float(np.mean(recent_returns[-20:])) if recent_returns else math.nan
+                row = {
+                    "epsilon": epsilon,
+                    "steps_per_s": sps,
+                    "episodes": counters.episodes,
+                    "mean_return_20": mean_return,
+                    **metrics,
+                }
+                monitor.scalars(step, row)
+                monitor.progress(
+                    step, ret=mean_return, eps=epsilon, loss=metrics.get("loss", 0.0), sps=sps
+                )
+            counters.wall_time = wall_before + time.perf_counter() - t_start
+            if c.eval_interval and (num_crossings(before, step, c.eval_interval) or step >= total):
+                result = self._periodic_eval(monitor)
+                if callback is not None and callback(self, {"step": step, **result}) is False:
+                    break
+            if (
+                self.run_dir is not None
+                and c.checkpoint_interval
+                and (num_crossings(before, step, c.checkpoint_interval))
+            ):
+                self.save_checkpoint()
+            if stop.signal is not None:
+                where = self.save_checkpoint() if self.run_dir is not None else None
+                name = signal.Signals(stop.signal).name
+                saved = f"; checkpoint saved to {where}" if where else ""
+                raise TrainingInterrupted(f"{name} at step {step}{saved}")
+        if self.run_dir is not None:
+            self.save(self.run_dir / FINAL)
+            if c.checkpoint_interval:
+                self.save_checkpoint()
+
+    def _nonfinite_env(self, next_obs: np.ndarray, rewards: np.ndarray, step: int) -> None:
+        what = "observation" if not np.isfinite(next_obs).all() else "reward"
+        raise TrainingError(
+            f"env {self.env_id!r} returned a non-finite {what} at step {step}; "
+            "check the env or wrap it to clean its output"
+        )
+
+    def _periodic_eval(self, monitor: Monitor) -> dict[str, float]:
+        c, counters = self.config, self.counters
+        t0 = time.perf_counter()
+        seed = c.seed + 1_000_000 + 1_000 * counters.num_evals
+        result = self.evaluate(c.eval_episodes, seed=seed)
+        counters.num_evals += 1
+        summary = {
+            **result.summary(),
+            "eval_time_s": time.perf_counter() - t0,
+            "train_time_s": counters.wall_time,
+        }
+        monitor.evaluation(counters.step, summary)
+        if result.mean > counters.best_eval:
+            counters.best_eval = result.mean
+            if self.run_dir is not None:
+                self.save(self.run_dir / BEST)
+        return summary
+
+    # ------------------------------------------------------------------ files
+    def _prepare_run_dir(self) -> None:
+        """Create the run dir, check it is writable, and write the resolved config."""
+        assert self.run_dir is not None
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.run_dir / ".write-test"
+            probe.write_text("ok", encoding="utf-8")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(
+                f"run directory {str(self.run_dir)!r} is not writable ({exc.strerror}); "
+                "choose another with --run-dir"
+            ) from None
+        checkpoint.remove_temporaries(self.run_dir)
+        checkpoint.atomic_write_text(self.run_dir / RUN_CONFIG, self.config.to_toml())
+        import json
+
+        info = {
+            "env_id": self.env_id,
+            "env_kwargs": self.env_kwargs,
+            "qlearn": __version__,
+            "spec": self.spec.to_dict(),
+        }
+        checkpoint.atomic_write_text(self.run_dir / RUN_INFO, json.dumps(info, indent=2))
+
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "qlearn_version": __version__,
+            "env_id": self.env_id,
+            "env_kwargs": self.env_kwargs,
+            "env_spec": self.spec.to_dict(),
+            "config": self.config.to_dict(),
+            "counters": dataclasses.asdict(self.counters),
+            "agent": self.agent.counters(),
+        }
+
+    def save(self, path: str | Path, *, include_replay: bool = False) -> Path:
+        """Write a checkpoint directory (weights, optimizer, counters; replay if asked)."""
+        replay = self.agent.replay.state_dict() if include_replay else None
+        return checkpoint.write_checkpoint(path, self._meta(), self.agent.tensors(), replay)
+
+    def save_checkpoint(self) -> Path:
+        """A periodic checkpoint with the replay buffer, under run_dir/checkpoints/."""
+        if self.run_dir is None:
+            raise ConfigError("save_checkpoint needs a run_dir")
+        name = f"{checkpoint.CHECKPOINT_PREFIX}{self.counters.step:010d}"
+        path = self.save(self.run_dir / "checkpoints" / name, include_replay=True)
+        checkpoint.prune_checkpoints(self.run_dir, keep=2)
+        return path
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        env: str | gym.Env | None = None,
+        *,
+        run_dir: str | Path | None = None,
+        progress: bool = False,
+        with_replay: bool = False,
+    ) -> DQN:
+        """Load a checkpoint directory (or a run directory: its best, else final, model).
+
+        Never unpickles anything. The env (the saved env id by default) must have the same
+        spaces as the checkpoint's; CheckpointError says what differs.
+        """
+        path = resolve_model_path(Path(path))
+        meta, tensors, replay = checkpoint.read_checkpoint(path, with_replay=with_replay)
+        try:
+            config = DQNConfig.from_dict(meta["config"], source=f"checkpoint {str(path)!r}")
+            saved_spec = EnvSpec.from_dict(meta["env_spec"])
+            env = env if env is not None else meta["env_id"]
+            env_kwargs = meta.get("env_kwargs") or {}
+            counters = Counters(**meta["counters"])
+            agent_counters = meta["agent"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} has malformed meta.json: {exc}"
+            ) from None
+        if env is None:
+            raise CheckpointError(f"checkpoint {str(path)!r} names no env; pass env=")
+        self = cls(env, config, run_dir=run_dir, progress=progress, env_kwargs=env_kwargs)
+        if self.spec != saved_spec:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} was trained on {saved_spec.describe()}, but env "
+                f"{self.env_id!r} has {self.spec.describe()}"
+            )
+        try:
+            self.agent.load_tensors(tensors)
+        except (KeyError, RuntimeError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} does not fit the network: {first}"
+            ) from None
+        self.agent.load_counters(agent_counters)
+        self.counters = counters
+        if replay is not None:
+            self.agent.replay.load_state_dict(replay)
+        return self
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, *, progress: bool = False) -> DQN:
+        """Continue a run from its newest complete checkpoint (replay, RNGs and counters too).
+
+        Environments start from a reset: the episodes in flight at the checkpoint are lost.
+        """
+        run_dir = Path(run_dir)
+        latest = checkpoint.latest_checkpoint(run_dir)
+        if latest is None:
+            raise CheckpointError(
+                f"run {str(run_dir)!r} has no complete checkpoint to resume from "
+                "(set checkpoint_interval > 0 to write them)"
+            )
+        return cls.load(latest, run_dir=run_dir, progress=progress, with_replay=True)
+
+
+def resolve_model_path(path: Path) -> Path:
+    """A checkpoint directory as given, or the best (else final, else newest) one of a run."""
+    if (path / checkpoint.META).exists() or not path.is_dir():
+        return path
+    for name in (BEST, FINAL):
+        if (path / name / checkpoint.META).exists():
+            return path / name
+    latest = checkpoint.latest_checkpoint(path)
+    if latest is not None:
+        return latest
+    raise CheckpointError(f"{str(path)!r} holds no qlearn checkpoint (no {checkpoint.META})")
