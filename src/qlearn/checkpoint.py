@@ -145,7 +145,7 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {str(path)!r} has no {META}; it is missing or foreign")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, nesting
         raise CheckpointError(f"{str(meta_path)!r} is malformed JSON: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise CheckpointError(
@@ -165,6 +165,10 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     if not isinstance(files, dict) or MODEL not in files:
         raise CheckpointError(f"{str(meta_path)!r} lists no {MODEL}")
     for name, info in files.items():
+        if not isinstance(name, str) or Path(name).name != name or name.startswith("."):
+            raise CheckpointError(
+                f"{str(meta_path)!r} lists a file outside the checkpoint: {name!r}"
+            )
         _verify_file(path / name, info)
     return meta
 
@@ -174,7 +178,7 @@ def _verify_file(file: Path, info: Any) -> None:
         raise CheckpointError(f"checkpoint file {str(file)!r} is missing")
     try:
         size, digest = int(info["bytes"]), str(info["sha256"])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise CheckpointError(f"meta.json has a malformed entry for {file.name!r}") from None
     actual = file.stat().st_size
     if actual != size:
@@ -213,7 +217,13 @@ def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX)]
+    found = [
+        p
+        for p in root.iterdir()
+        if p.is_dir()
+        and p.name.startswith(CHECKPOINT_PREFIX)
+        and p.name[len(CHECKPOINT_PREFIX) :].isdecimal()
+    ]
     return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
 
 
@@ -238,9 +248,25 @@ def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
 
 
 def remove_temporaries(run_dir: str | Path) -> None:
-    """Delete what an interrupted write or delete left behind (hidden `.*.tmp`, `.*.del`)."""
-    root = Path(run_dir) / "checkpoints"
-    if root.is_dir():
+    """Delete what an interrupted write or delete left behind (hidden `.*.tmp`, `.*.del`,
+    `.*.old`) in a run dir and its checkpoints/.
+
+    A crash between the two renames that replace a checkpoint (`best`, `final`) leaves only
+    the hidden old copy, which is complete: it is renamed back into place.
+    """
+    run_dir = Path(run_dir)
+    for root in (run_dir, run_dir / "checkpoints"):
+        if not root.is_dir():
+            continue
         for path in root.iterdir():
-            if path.name.startswith(".") and path.name.endswith((".tmp", ".del", ".old")):
+            name = path.name
+            if not (name.startswith(".") and name.endswith((".tmp", ".del", ".old"))):
+                continue
+            original = path.with_name(name[1 : -len(".old")])
+            if name.endswith(".old") and path.is_dir() and not original.exists():
+                os.rename(path, original)
+            elif path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    path.unlink()

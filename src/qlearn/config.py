@@ -31,6 +31,9 @@ Distributional = Literal["none", "c51", "qr"]
 Network = Literal["auto", "mlp", "minatar_cnn", "nature_cnn"]
 NonFinite = Literal["error", "skip"]
 
+MAX_SEED = 2**63 - 1  # torch.manual_seed and TOML integers stop at 64 bits
+MAX_TORCH_THREADS = 1024  # torch crashes (SIGSEGV) when asked for absurd thread counts
+
 
 def check_range(
     name: str,
@@ -62,9 +65,9 @@ def _type_name(tp: Any) -> str:
         return "a list of integers"
     if get_origin(tp) in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in get_args(tp))
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
-        tp, getattr(tp, "__name__", str(tp))
-    )
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    names[type(None)] = "none"
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
 
 
 def coerce(name: str, value: Any, tp: Any) -> Any:
@@ -130,9 +133,12 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"override {text!r} is malformed; expected key=value, e.g. gamma=0.99")
     raw = raw.strip()
     try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
+        parsed = tomllib.loads(f"v = {raw}")
+    except ValueError:  # TOMLDecodeError, or an integer too long to convert
+        parsed = {}
+    # More than one key means the value held a newline and more TOML after it; kept as a
+    # string, it fails the field's type check instead of setting keys nobody asked for.
+    value = parsed["v"] if list(parsed) == ["v"] else raw
     return key, value
 
 
@@ -145,7 +151,11 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
     except IsADirectoryError:
         raise ConfigError(f"config file {str(path)!r} is a directory") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        raise ConfigError(
+            f"config file {str(path)!r} cannot be read ({exc.strerror or exc})"
+        ) from None
+    except ValueError as exc:  # TOMLDecodeError, UnicodeDecodeError, an over-long integer
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
 
 
@@ -161,11 +171,15 @@ class ConfigBase:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> Self:
         """Build from a mapping, refusing unknown keys and coercing values to the field types."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(
+                f"{source} must be a table of key = value pairs, not {type(data).__name__}"
+            )
         types_ = cls.field_types()
         kwargs = {}
         for key, value in data.items():
-            if key not in types_:
-                close = difflib.get_close_matches(key, types_, n=1)
+            if not isinstance(key, str) or key not in types_:
+                close = difflib.get_close_matches(str(key), types_, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(f"unknown key {key!r} in {source}{hint}")
             kwargs[key] = coerce(key, value, types_[key])
@@ -189,9 +203,16 @@ class ConfigBase:
         return out
 
     def to_toml(self) -> str:
-        # TOML has no null: None-valued fields are left out and take their default on load,
-        # so only fields whose default is None may be None.
-        return tomli_w.dumps({k: v for k, v in self.to_dict().items() if v is not None})
+        # TOML has no null: a None-valued field is left out when None is its default, and
+        # written as the string "none" (which `coerce` reads back as None) when it is not.
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        return tomli_w.dumps(
+            {
+                k: "none" if v is None else v
+                for k, v in self.to_dict().items()
+                if v is not None or defaults[k] is not None
+            }
+        )
 
     def replace(self, **changes: Any) -> Self:
         """A copy with some fields changed, going through the same checks as `from_dict`."""
@@ -363,6 +384,8 @@ class DQNConfig(ConfigBase):
             check_range("hidden_sizes entry", width, 1)
         check_range("noisy_sigma", self.noisy_sigma, 0)
         check_range("num_atoms", self.num_atoms, 2)
+        check_range("v_min", self.v_min)
+        check_range("v_max", self.v_max)
         if self.v_max <= self.v_min:
             raise ConfigError(f"v_max = {self.v_max!r} must be greater than v_min = {self.v_min!r}")
         check_range("learning_rate", self.learning_rate, 0, None, low_open=True)
@@ -387,8 +410,8 @@ class DQNConfig(ConfigBase):
         check_range("temperature", self.temperature, 0, None, low_open=True)
         check_range("num_envs", self.num_envs, 1)
         check_range("frame_stack", self.frame_stack, 1)
-        check_range("seed", self.seed, 0)
-        check_range("torch_threads", self.torch_threads, 1)
+        check_range("seed", self.seed, 0, MAX_SEED)
+        check_range("torch_threads", self.torch_threads, 1, MAX_TORCH_THREADS)
         check_range("eval_interval", self.eval_interval, 0)
         check_range("eval_episodes", self.eval_episodes, 1)
         check_range("checkpoint_interval", self.checkpoint_interval, 0)

@@ -162,7 +162,7 @@ def plot_value_grid(
     grid = np.asarray(values, dtype=float).reshape(rows, cols)
     fig, ax = plt.subplots(figsize=(1.1 * cols + 1.6, 1.1 * rows + 0.8))
     image = ax.imshow(grid, cmap="viridis")
-    fig.colorbar(image, ax=ax, label="V(s)")
+    fig.colorbar(image, ax=ax, label="V(s)", fraction=0.046, pad=0.04)
     middle = (np.nanmax(grid) + np.nanmin(grid)) / 2
     for r in range(rows):
         for c in range(cols):
@@ -183,7 +183,7 @@ def plot_value_grid(
             )
     ax.set_xticks(range(cols))
     ax.set_yticks(range(rows))
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
     try:

@@ -94,6 +94,21 @@ class DQNAgent:
     def _make_replay(self, obs_shape: tuple[int, ...], obs_dtype: np.dtype) -> ReplayBuffer:
         c = self.config
         args = (c.buffer_size, obs_shape, obs_dtype, self.num_actions, c.gamma)
+        # Stacked uint8 frames (Atari) keep each frame once: ~7 KB a transition instead of 56 KB.
+        stacked_frames = (
+            np.dtype(obs_dtype) == np.uint8
+            and len(obs_shape) == 3
+            and obs_shape[0] == c.frame_stack > 1
+            and pick_network(c, self.spec) == "nature_cnn"
+        )
+        if stacked_frames:
+            from qlearn.replay import frames
+
+            if c.prioritized:
+                return frames.PrioritizedFrameStackReplayBuffer(  # type: ignore[return-value]
+                    *args, alpha=c.per_alpha, eps=c.per_eps
+                )
+            return frames.FrameStackReplayBuffer(*args)  # type: ignore[return-value]
         if c.prioritized:
             from qlearn.replay.prioritized import PrioritizedReplayBuffer
 
@@ -210,7 +225,7 @@ class DQNAgent:
         weights = self._tensor(batch.weights)
         loss = (loss_per_sample * weights).mean()
         if not torch.isfinite(loss):
-            return self._nonfinite(loss)
+            return self._nonfinite(loss.detach())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         metrics = {"loss": loss.item(), "q_mean": q_taken.mean().item()}
@@ -228,7 +243,7 @@ class DQNAgent:
 
     def _nonfinite(self, loss: torch.Tensor) -> dict[str, float]:
         message = (
-            f"non-finite loss ({float(loss)}) at update {self.num_updates}; lower learning_rate, "
+            f"non-finite loss ({loss.item()}) at update {self.num_updates}; lower learning_rate, "
             "check rewards for NaN/inf, or set on_nonfinite='skip'"
         )
         if self.config.on_nonfinite == "error":

@@ -12,6 +12,7 @@ does (the time limit cut it short; s' still has a future).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -116,14 +117,23 @@ def make_tabular_env(
     Raises:
         EnvError: an unknown id, arguments the env refuses, or non-Discrete spaces.
     """
-    try:
-        env = make_env(env_id, max_episode_steps=max_episode_steps, **kwargs)
-    except QlearnError:
-        raise
-    except (TypeError, ValueError, KeyError) as exc:
-        # Env constructors reject unknown or bad keyword arguments with these.
-        shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-        raise EnvError(f"cannot make env {env_id!r} with {shown}: {exc}") from None
+    # Gymnasium warns before it refuses a deprecated id; hold its warnings back until the env
+    # exists, so a refused id gives one error and nothing else.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            env = make_env(env_id, max_episode_steps=max_episode_steps, **kwargs)
+        except QlearnError:
+            raise
+        except (TypeError, ValueError, KeyError) as exc:
+            # Env constructors reject unknown or bad keyword arguments with these.
+            shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+            given = f" with {shown}" if shown else ""
+            raise EnvError(
+                f"cannot make env {env_id!r}{given}: {type(exc).__name__}: {exc}"
+            ) from None
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     check_discrete_env(env, name=f"env {env_id!r}")
     return env
 

@@ -52,8 +52,11 @@ def train(
     from qlearn.train import DQN
 
     if resume is not None:
-        if env or preset or config or overrides:
-            raise ConfigError("--resume takes the run's saved config; drop ENV/--preset/--set")
+        if env or preset or config or overrides or steps is not None or run_dir is not None:
+            raise ConfigError(
+                "--resume continues the run with its saved config, total steps and run dir; "
+                "drop ENV/--preset/--config/--set/--steps/--run-dir"
+            )
         agent = DQN.resume(resume, progress=progress)
         typer.echo(f"resuming {resume} at step {agent.counters.step}", err=True)
     else:
@@ -119,7 +122,9 @@ def play(
 @app.command()
 def plot(
     run_dir: Annotated[Path, typer.Argument(help="A run dir.")],
-    out: Annotated[Path | None, typer.Option(help="PNG path (default RUN_DIR/curve.png).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="PNG path (default RUN_DIR/learning_curve.png).")
+    ] = None,
 ) -> None:
     """Draw the learning curve (episode returns and evaluations) as a PNG."""
     from qlearn.plots import learning_curve

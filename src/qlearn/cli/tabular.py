@@ -71,11 +71,28 @@ def check_plot_path(path: Path | None, env: gym.Env) -> None:
         raise ConfigError(f"--plot {str(path)!r} is not a .png file; allowed: FILE.png")
     if not path.parent.is_dir():
         raise ConfigError(f"--plot {str(path)!r}: folder {str(path.parent)!r} does not exist")
-    if getattr(env.unwrapped, "desc", None) is None:
+    if grid_map(env) is None:
         raise ConfigError(
-            f"--plot needs a grid world with a map (env.unwrapped.desc), such as FrozenLake-v1; "
-            f"{env.spec.id if env.spec else 'this env'} has none"
+            "--plot needs a grid world with one state per map cell (env.unwrapped.desc), such "
+            f"as FrozenLake-v1; {env.spec.id if env.spec else 'this env'} has none"
         )
+
+
+def grid_map(env: gym.Env) -> np.ndarray | None:
+    """A FrozenLake-style map, (rows, cols) letters with one state per cell, or None.
+
+    Taxi also has a `desc`, but it is a drawing of the roads, not one cell per state.
+    """
+    import numpy as np
+
+    desc = getattr(env.unwrapped, "desc", None)
+    if desc is None:
+        return None
+    desc = np.asarray(desc)
+    letters = {c.decode() if isinstance(c, bytes) else str(c) for c in desc.ravel()}
+    if desc.ndim != 2 or desc.size != env.observation_space.n or not letters <= set("SFHG"):
+        return None
+    return desc
 
 
 def policy_text(policy: np.ndarray, desc: np.ndarray) -> str:
@@ -102,7 +119,7 @@ def _echo_eval(result: EvalResult, num_episodes: int, seed: int) -> None:
 def _echo_grid(
     env: gym.Env, values: np.ndarray, policy: np.ndarray, plot: Path | None, title: str
 ) -> None:
-    desc = getattr(env.unwrapped, "desc", None)
+    desc = grid_map(env)
     if desc is not None:
         typer.echo("greedy policy:\n" + policy_text(policy, desc))
     if plot is not None:
@@ -171,7 +188,7 @@ def tabular(
         agent.q_table.max(axis=1),
         agent.greedy_policy(),
         plot,
-        f"{env}: Q-learning, max_a Q(s, a) and greedy policy",
+        f"{env}: Q-learning, max_a Q(s, a) and greedy actions",
     )
 
 

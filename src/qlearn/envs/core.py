@@ -29,11 +29,16 @@ def _register_optional(env_id: str) -> None:
     """Import the packages that register MinAtar and Atari ids, when those ids are asked for."""
     if env_id.startswith("MinAtar/"):
         try:
-            import minatar  # noqa: F401  (registers MinAtar/* on import)
+            from minatar.gym import register_envs
         except ImportError:
             raise EnvError(
                 f"env {env_id!r} needs the minatar package; install qlearn[minatar]"
             ) from None
+        # Importing minatar registers nothing. register_envs() adds MinAtar/{Asterix, Breakout,
+        # Freeway, Seaquest, SpaceInvaders}-v0 (all 6 actions) and -v1 (the game's minimal action
+        # set, e.g. 3 for Breakout); registering twice would log an override warning.
+        if "MinAtar/Breakout-v1" not in gym.registry:
+            register_envs()
     elif env_id.startswith("ALE/"):
         try:
             import ale_py
@@ -67,10 +72,10 @@ def make_env(
     if is_atari(env_id):
         kwargs.setdefault("frameskip", 1)
         kwargs.setdefault("repeat_action_probability", 0.25)
+    if render_mode is not None:  # envs without rendering do not take the argument at all
+        kwargs["render_mode"] = render_mode
     try:
-        env = gym.make(
-            env_id, render_mode=render_mode, max_episode_steps=max_episode_steps, **kwargs
-        )
+        env = gym.make(env_id, max_episode_steps=max_episode_steps, **kwargs)
     except gym.error.NameNotFound:
         raise EnvError(f"unknown env id {env_id!r}{_suggest(env_id)}") from None
     except (gym.error.VersionNotFound, gym.error.DeprecatedEnv) as exc:
@@ -82,7 +87,13 @@ def make_env(
     except gym.error.Error as exc:
         raise EnvError(f"cannot make env {env_id!r}: {exc}") from None
     if is_atari(env_id):
-        env = gym.wrappers.AtariPreprocessing(env, frame_skip=4, screen_size=84, noop_max=30)
+        try:
+            env = gym.wrappers.AtariPreprocessing(env, frame_skip=4, screen_size=84, noop_max=30)
+        except gym.error.DependencyNotInstalled:
+            raise EnvError(
+                f"env {env_id!r} needs opencv for its preprocessing; "
+                "pip install opencv-python-headless"
+            ) from None
         env = gym.wrappers.FrameStackObservation(env, frame_stack)
     elif env_id.startswith("MinAtar/"):
         env = _channels_first(env)

@@ -10,16 +10,24 @@ from qlearn.planning.dp import (
     value_iteration,
 )
 from qlearn.planning.mdp import MDPSpec, TabularMDP
-from qlearn.planning.model import TransitionCounts, collect_transitions, counts_to_probabilities
+from qlearn.planning.model import (
+    ModelEstimate,
+    TransitionCounts,
+    collect_transitions,
+    counts_to_probabilities,
+    estimate_and_plan,
+)
 
 __all__ = [
     "MDPSpec",
+    "ModelEstimate",
     "PolicyIterationResult",
     "TabularMDP",
     "TransitionCounts",
     "ValueIterationResult",
     "collect_transitions",
     "counts_to_probabilities",
+    "estimate_and_plan",
     "greedy_policy",
     "policy_iteration",
     "policy_values",

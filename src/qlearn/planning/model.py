@@ -1,5 +1,9 @@
 """Model estimation: count transitions while exploring, turn the counts into a `TabularMDP`.
 
+`estimate_and_plan` puts the parts together: explore at random, then alternate planning on the
+estimate with epsilon-greedy exploration in its plan, so the states a good policy visits (near
+FrozenLake's goal, which random walks seldom reach) get the samples that decide its actions.
+
 The estimate is the maximum-likelihood one: P(s' | s, a) = N(s, a, s') / N(s, a) and R(s, a) the
 mean reward seen after (s, a). A pair never tried gets a reward-free self-loop ("nothing known
 happens"), so planning neither trusts nor chases it; `TransitionCounts.visited` says which.
@@ -7,6 +11,7 @@ happens"), so planning neither trusts nor chases it; `TransitionCounts.visited` 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -14,6 +19,7 @@ import numpy as np
 from qlearn.config import check_range
 from qlearn.envs import check_discrete_env
 from qlearn.exploration import epsilon_greedy
+from qlearn.planning.dp import ValueIterationResult, value_iteration
 from qlearn.planning.mdp import TabularMDP
 
 
@@ -123,3 +129,61 @@ def collect_transitions(
             state = next_state
             done = terminated or truncated
     return counts
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ModelEstimate:
+    """What `estimate_and_plan` learned.
+
+    Attributes:
+        counts: every transition seen.
+        mdp: the maximum-likelihood model built from `counts`.
+        plan: value iteration on `mdp`; `plan.policy` is the policy to deploy.
+    """
+
+    counts: TransitionCounts
+    mdp: TabularMDP
+    plan: ValueIterationResult
+
+
+def estimate_and_plan(
+    env: Any,
+    gamma: float,
+    *,
+    num_random_episodes: int = 1_000,
+    num_rounds: int = 8,
+    episodes_per_round: int = 250,
+    epsilon: float = 0.3,
+    seed: int = 0,
+) -> ModelEstimate:
+    """Learn a model by counting, then plan on it (certainty-equivalence model-based RL).
+
+    First `num_random_episodes` with uniform actions; then `num_rounds` times: plan with value
+    iteration on the current estimate and explore `episodes_per_round` episodes epsilon-greedily
+    in the plan's Q-values.
+
+    Args:
+        env: a Gymnasium env with Discrete observation and action spaces.
+        gamma: discount in [0, 1] of the planner.
+        num_random_episodes: >= 1.
+        num_rounds: >= 0 rounds of plan-then-explore.
+        episodes_per_round: >= 1.
+        epsilon: in [0, 1], the chance of a uniform action in the rounds.
+        seed: seeds every episode and action choice.
+    """
+    check_range("num_rounds", num_rounds, 0)
+    # One independent seed per collection call, all from `seed`.
+    seeds = np.random.SeedSequence(seed).generate_state(num_rounds + 1).tolist()
+    counts = collect_transitions(env, num_random_episodes, seed=seeds[0])
+    for round_seed in seeds[1:]:
+        plan = value_iteration(counts.to_mdp(), gamma)
+        collect_transitions(
+            env,
+            episodes_per_round,
+            seed=round_seed,
+            q_values=plan.q_values,
+            epsilon=epsilon,
+            counts=counts,
+        )
+    mdp = counts.to_mdp()
+    return ModelEstimate(counts=counts, mdp=mdp, plan=value_iteration(mdp, gamma))

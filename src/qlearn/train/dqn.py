@@ -87,6 +87,36 @@ class _StopFlag:
                 signal.signal(s, h)
 
 
+def _check_device(device: str) -> None:
+    """Raise ConfigError unless `device` names a torch device this machine has."""
+    try:
+        if torch.device(device).type == "meta":
+            raise RuntimeError("the meta device holds no data")
+        torch.zeros(1, device=device)
+    except (RuntimeError, AssertionError) as exc:  # torch asserts when CUDA is not compiled in
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"device = {device!r} is not usable here: {first}") from None
+
+
+def _counters_from(data: Any) -> Counters:
+    """Counters from a checkpoint's JSON, refusing unknown or non-numeric entries."""
+    if not isinstance(data, dict):
+        raise TypeError(f"counters is {type(data).__name__}, expected an object")
+    fields = {f.name: type(f.default) for f in dataclasses.fields(Counters)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ValueError(f"counters has unknown keys {sorted(unknown)}")
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        kind = fields[name]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"counters.{name} = {value!r} is not a number")
+        values[name] = kind(value) if kind is float else int(value)
+        if kind is int and (values[name] != value or values[name] < 0):
+            raise ValueError(f"counters.{name} = {value!r} is not a count")
+    return Counters(**values)
+
+
 def _env_id_of(env: gym.Env) -> str | None:
     spec = getattr(env, "spec", None)
     return spec.id if spec is not None else None
@@ -134,6 +164,7 @@ class DQN:
         self.spec: EnvSpec = spec
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.progress = progress
+        _check_device(self.config.device)
         torch.set_num_threads(self.config.torch_threads)
         self.agent = DQNAgent(spec, self.config)
         self.counters = Counters(total_steps=self.config.total_steps)
@@ -155,6 +186,11 @@ class DQN:
 
             return gym.vector.SyncVectorEnv([factory] * c.num_envs)
         return make_vector_env(self.env_id, c.num_envs, frame_stack=c.frame_stack)
+
+    def _make_single_env(self) -> gym.Env:
+        if self._env_instance is not None:
+            return self._env_instance
+        return self.make_eval_env()
 
     def make_eval_env(self, render_mode: str | None = None) -> gym.Env:
         """A fresh single env like the training one, for evaluation or rendering."""
@@ -215,150 +251,24 @@ class DQN:
             initial_step=counters.step,
         )
         stop = _StopFlag()
-        envs = self._make_train_envs()
+        run = _Run(self, monitor, stop, callback)
+        single = c.num_envs == 1 and c.n_step == 1
+        envs = self._make_single_env() if single else self._make_train_envs()
         try:
             with stop.installed():
-                self._loop(envs, monitor, stop, callback)
-        finally:
-            envs.close()
-            monitor.close()
-        return self
-
-    def _loop(
-        self,
-        envs: gym.vector.VectorEnv,
-        monitor: Monitor,
-        stop: _StopFlag,
-        callback: Callable[[DQN, dict[str, float]], bool | None] | None,
-    ) -> None:
-        c, agent, counters = self.config, self.agent, self.counters
-        total = counters.total_steps
-        num_envs = envs.num_envs
-        nstep = None
-        if c.n_step > 1:
-            from qlearn.replay.nstep import NStepAccumulator
-
-            nstep = NStepAccumulator(c.n_step, c.gamma, num_envs)
-        replay = agent.replay
-        # A fresh run resets with the seed; a resumed one with a seed derived from its step.
-        obs, _ = envs.reset(seed=c.seed + counters.step)
-        prev_done = np.zeros(num_envs, dtype=bool)
-        ep_return = np.zeros(num_envs)
-        ep_length = np.zeros(num_envs, dtype=np.int64)
-        check_finite = self.spec.obs_dtype != "uint8"
-        single = num_envs == 1 and nstep is None
-        metrics: dict[str, float] = {}
-        recent_returns: list[float] = []
-        t_start = time.perf_counter()
-        wall_before = counters.wall_time
-        last_log_step = counters.step
-        last_log_time = t_start
-
-        while counters.step < total:
-            epsilon = agent.epsilon(counters.step, total)
-            actions = agent.act(obs, epsilon)
-            next_obs, rewards, terminated, truncated, _ = envs.step(actions)
-            if check_finite and not math.isfinite(float(next_obs.sum()) + float(rewards.sum())):
-                self._nonfinite_env(next_obs, rewards, counters.step)
-            before = counters.step
-            if single:
-                if prev_done[0]:
-                    n_new = 0
+                if single:
+                    run.single_env(envs)  # type: ignore[arg-type]
                 else:
-                    replay.add_one(obs[0], actions[0], rewards[0], next_obs[0], terminated[0])
-                    n_new = 1
-            else:
-                valid = ~prev_done
-                n_new = int(valid.sum())
-                if nstep is not None:
-                    out = nstep.push(obs, actions, rewards, next_obs, terminated, truncated, valid)
-                    if out is not None:
-                        replay.add(
-                            out.obs,
-                            out.actions,
-                            out.returns,
-                            out.next_obs,
-                            out.terminated,
-                            out.steps,
-                        )
-                elif n_new:
-                    replay.add(
-                        obs[valid],
-                        actions[valid],
-                        rewards[valid],
-                        next_obs[valid],
-                        terminated[valid],
-                    )
-            done = terminated | truncated
-            if n_new:
-                ep_return += rewards
-                ep_length += 1
-                if done.any():
-                    for i in np.flatnonzero(done & ~prev_done):
-                        counters.episodes += 1
-                        recent_returns.append(float(ep_return[i]))
-                        monitor.episode(
-                            before + n_new,
-                            counters.episodes,
-                            float(ep_return[i]),
-                            int(ep_length[i]),
-                            epsilon=epsilon,
-                        )
-                ep_return[prev_done | done] = 0.0
-                ep_length[prev_done | done] = 0
-            prev_done = done
-            obs = next_obs
-            counters.step = step = before + n_new
-
-            if step >= c.learning_starts:
-                for _ in range(num_crossings(before, step, c.train_interval) * c.gradient_steps):
-                    beta = per_beta(c, step, total) if c.prioritized else 1.0
-                    metrics = agent.update(beta) or metrics
-                if num_crossings(before, step, c.target_update_interval):
-                    agent.update_target()
-            if num_crossings(before, step, TRAIN_LOG_INTERVAL) or step >= total:
-                now = time.perf_counter()
-                sps = (step - last_log_step) / max(now - last_log_time, 1e-9)
-                last_log_step, last_log_time = step, now
-                mean_return = float(np.mean(recent_returns[-20:])) if recent_returns else math.nan
-                row = {
-                    "epsilon": epsilon,
-                    "steps_per_s": sps,
-                    "episodes": counters.episodes,
-                    "mean_return_20": mean_return,
-                    **metrics,
-                }
-                monitor.scalars(step, row)
-                monitor.progress(
-                    step, ret=mean_return, eps=epsilon, loss=metrics.get("loss", 0.0), sps=sps
-                )
-            counters.wall_time = wall_before + time.perf_counter() - t_start
-            if c.eval_interval and (num_crossings(before, step, c.eval_interval) or step >= total):
-                result = self._periodic_eval(monitor)
-                if callback is not None and callback(self, {"step": step, **result}) is False:
-                    break
-            if (
-                self.run_dir is not None
-                and c.checkpoint_interval
-                and (num_crossings(before, step, c.checkpoint_interval))
-            ):
-                self.save_checkpoint()
-            if stop.signal is not None:
-                where = self.save_checkpoint() if self.run_dir is not None else None
-                name = signal.Signals(stop.signal).name
-                saved = f"; checkpoint saved to {where}" if where else ""
-                raise TrainingInterrupted(f"{name} at step {step}{saved}")
-        if self.run_dir is not None:
+                    run.vector_env(envs)  # type: ignore[arg-type]
+        finally:
+            if envs is not self._env_instance:
+                envs.close()
+            monitor.close()
+        if self.run_dir is not None and not run.stopped_early:
             self.save(self.run_dir / FINAL)
             if c.checkpoint_interval:
                 self.save_checkpoint()
-
-    def _nonfinite_env(self, next_obs: np.ndarray, rewards: np.ndarray, step: int) -> None:
-        what = "observation" if not np.isfinite(next_obs).all() else "reward"
-        raise TrainingError(
-            f"env {self.env_id!r} returned a non-finite {what} at step {step}; "
-            "check the env or wrap it to clean its output"
-        )
+        return self
 
     def _periodic_eval(self, monitor: Monitor) -> dict[str, float]:
         c, counters = self.config, self.counters
@@ -392,6 +302,13 @@ class DQN:
                 f"run directory {str(self.run_dir)!r} is not writable ({exc.strerror}); "
                 "choose another with --run-dir"
             ) from None
+        if self.counters.step == 0 and checkpoint.checkpoint_dirs(self.run_dir):
+            # A fresh run here would mix with the old one: pruning would delete the new
+            # checkpoints (lower step numbers) and --resume would pick the old run's.
+            raise ConfigError(
+                f"run directory {str(self.run_dir)!r} already holds checkpoints of another run; "
+                f"continue it with --resume {self.run_dir}, or choose another --run-dir"
+            )
         checkpoint.remove_temporaries(self.run_dir)
         checkpoint.atomic_write_text(self.run_dir / RUN_CONFIG, self.config.to_toml())
         import json
@@ -446,19 +363,30 @@ class DQN:
         """
         path = resolve_model_path(Path(path))
         meta, tensors, replay = checkpoint.read_checkpoint(path, with_replay=with_replay)
+        env_from_meta = env is None
         try:
             config = DQNConfig.from_dict(meta["config"], source=f"checkpoint {str(path)!r}")
             saved_spec = EnvSpec.from_dict(meta["env_spec"])
             env = env if env is not None else meta["env_id"]
             env_kwargs = meta.get("env_kwargs") or {}
-            counters = Counters(**meta["counters"])
+            if not isinstance(env_kwargs, dict):
+                raise TypeError(f"env_kwargs is {type(env_kwargs).__name__}, expected an object")
+            counters = _counters_from(meta["counters"])
             agent_counters = meta["agent"]
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise CheckpointError(
                 f"checkpoint {str(path)!r} has malformed meta.json: {exc}"
             ) from None
         if env is None:
             raise CheckpointError(f"checkpoint {str(path)!r} names no env; pass env=")
+        if env_from_meta and isinstance(env, str) and ":" in env:
+            # gymnasium.make("module:Env-v0") imports `module`: loading would run its code.
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} names env {env!r}, which would import a module; "
+                "pass env= (an id or an env instance) to choose the env yourself"
+            )
+        if not isinstance(env, str | gym.Env):
+            raise CheckpointError(f"checkpoint {str(path)!r} has an invalid env_id {env!r}")
         self = cls(env, config, run_dir=run_dir, progress=progress, env_kwargs=env_kwargs)
         if self.spec != saved_spec:
             raise CheckpointError(
@@ -472,10 +400,15 @@ class DQN:
             raise CheckpointError(
                 f"checkpoint {str(path)!r} does not fit the network: {first}"
             ) from None
-        self.agent.load_counters(agent_counters)
+        try:
+            self.agent.load_counters(agent_counters)
+            if replay is not None:
+                self.agent.replay.load_state_dict(replay)
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} has a malformed counter or replay entry: {exc}"
+            ) from None
         self.counters = counters
-        if replay is not None:
-            self.agent.replay.load_state_dict(replay)
         return self
 
     @classmethod
@@ -483,6 +416,8 @@ class DQN:
         """Continue a run from its newest complete checkpoint (replay, RNGs and counters too).
 
         Environments start from a reset: the episodes in flight at the checkpoint are lost.
+        The best model on disk may be newer than the checkpoint; its score is kept as the bar a
+        later evaluation must beat, so a worse model never replaces it.
         """
         run_dir = Path(run_dir)
         latest = checkpoint.latest_checkpoint(run_dir)
@@ -491,7 +426,11 @@ class DQN:
                 f"run {str(run_dir)!r} has no complete checkpoint to resume from "
                 "(set checkpoint_interval > 0 to write them)"
             )
-        return cls.load(latest, run_dir=run_dir, progress=progress, with_replay=True)
+        self = cls.load(latest, run_dir=run_dir, progress=progress, with_replay=True)
+        with contextlib.suppress(CheckpointError, KeyError, TypeError, ValueError):
+            best = float(checkpoint.read_meta(run_dir / BEST)["counters"]["best_eval"])
+            self.counters.best_eval = max(self.counters.best_eval, best)
+        return self
 
 
 def resolve_model_path(path: Path) -> Path:
@@ -505,3 +444,195 @@ def resolve_model_path(path: Path) -> Path:
     if latest is not None:
         return latest
     raise CheckpointError(f"{str(path)!r} holds no qlearn checkpoint (no {checkpoint.META})")
+
+
+class _Run:
+    """The state of one `learn()` call, and the work done after every env step.
+
+    Two drivers feed it: `single_env` (one plain env, the fast path: no vector-env overhead)
+    and `vector_env` (Gymnasium vector envs with next-step autoreset, and n-step returns).
+    """
+
+    def __init__(
+        self,
+        owner: DQN,
+        monitor: Monitor,
+        stop: _StopFlag,
+        callback: Callable[[DQN, dict[str, float]], bool | None] | None,
+    ) -> None:
+        self.owner = owner
+        self.config = owner.config
+        self.agent = owner.agent
+        self.counters = owner.counters
+        self.monitor = monitor
+        self.stop = stop
+        self.callback = callback
+        self.total = owner.counters.total_steps
+        self.check_finite = owner.spec.obs_dtype != "uint8"
+        self.metrics: dict[str, float] = {}
+        self.recent_returns: list[float] = []
+        self.t_start = time.perf_counter()
+        self.wall_before = owner.counters.wall_time
+        self.last_log = (owner.counters.step, self.t_start)
+        self.stopped_early = False
+        # A fresh run resets with the seed; a resumed one with a seed derived from its step.
+        self.reset_seed = self.config.seed + owner.counters.step
+        self.next_event = self._next_event(owner.counters.step)
+        self.eval_time = 0.0  # excluded from wall_time, which counts training only
+
+    def _wall_time(self) -> float:
+        return self.wall_before + time.perf_counter() - self.t_start - self.eval_time
+
+    # ------------------------------------------------------------------ drivers
+    def single_env(self, env: gym.Env) -> None:
+        """One env, stepped directly: the fewest Python operations per step."""
+        agent, counters, replay = self.agent, self.counters, self.agent.replay
+        obs, _ = env.reset(seed=self.reset_seed)
+        obs = np.asarray(obs)
+        batch = np.empty((1, *obs.shape), dtype=obs.dtype)
+        ep_return, ep_length = 0.0, 0
+        check_finite = self.check_finite
+        while counters.step < self.total:
+            epsilon = agent.epsilon(counters.step, self.total)
+            batch[0] = obs
+            action = int(agent.act(batch, epsilon)[0])
+            next_obs, reward, terminated, truncated, _ = env.step(action)
+            if check_finite and not (math.isfinite(reward) and np.isfinite(next_obs).all()):
+                self._nonfinite(next_obs, reward)
+            replay.add_one(obs, action, reward, next_obs, terminated)
+            ep_return += float(reward)
+            ep_length += 1
+            step = counters.step + 1
+            if terminated or truncated:
+                self._episode(step, ep_return, ep_length, epsilon)
+                ep_return, ep_length = 0.0, 0
+                next_obs, _ = env.reset()
+            obs = np.asarray(next_obs)
+            if self._after_steps(step - 1, step, epsilon):
+                return
+
+    def vector_env(self, envs: gym.vector.VectorEnv) -> None:
+        """Vector envs with next-step autoreset: the step after an episode end is a reset step
+        that produces no transition, so it is masked out of replay and counters."""
+        c, agent, counters, replay = self.config, self.agent, self.counters, self.agent.replay
+        num_envs = envs.num_envs
+        nstep = None
+        if c.n_step > 1:
+            from qlearn.replay.nstep import NStepAccumulator
+
+            nstep = NStepAccumulator(c.n_step, c.gamma, num_envs)
+        obs, _ = envs.reset(seed=self.reset_seed)
+        prev_done = np.zeros(num_envs, dtype=bool)
+        ep_return = np.zeros(num_envs)
+        ep_length = np.zeros(num_envs, dtype=np.int64)
+        while counters.step < self.total:
+            epsilon = agent.epsilon(counters.step, self.total)
+            actions = agent.act(obs, epsilon)
+            next_obs, rewards, terminated, truncated, _ = envs.step(actions)
+            if self.check_finite and not math.isfinite(
+                float(next_obs.sum()) + float(rewards.sum())
+            ):
+                self._nonfinite(next_obs, rewards)
+            valid = ~prev_done
+            n_new = int(valid.sum())
+            if nstep is not None:
+                out = nstep.push(obs, actions, rewards, next_obs, terminated, truncated, valid)
+                if out is not None:
+                    replay.add(*out.as_add_args())
+            elif n_new:
+                replay.add(
+                    obs[valid], actions[valid], rewards[valid], next_obs[valid], terminated[valid]
+                )
+            before = counters.step
+            step = before + n_new
+            done = terminated | truncated
+            ep_return += np.where(valid, rewards, 0.0)
+            ep_length += valid
+            for i in np.flatnonzero(done & valid):
+                self._episode(step, float(ep_return[i]), int(ep_length[i]), epsilon)
+            ep_return[done] = 0.0
+            ep_length[done] = 0
+            prev_done = done
+            obs = next_obs
+            if self._after_steps(before, step, epsilon):
+                return
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _nonfinite(self, next_obs: Any, rewards: Any) -> None:
+        what = "observation" if not np.isfinite(np.asarray(next_obs)).all() else "reward"
+        raise TrainingError(
+            f"env {self.owner.env_id!r} returned a non-finite {what} at step "
+            f"{self.counters.step + 1}; check the env or wrap it to clean its output"
+        )
+
+    def _episode(self, step: int, ret: float, length: int, epsilon: float) -> None:
+        self.counters.episodes += 1
+        self.recent_returns.append(ret)
+        del self.recent_returns[:-20]
+        self.monitor.episode(step, self.counters.episodes, ret, length, epsilon=epsilon)
+
+    def _after_steps(self, before: int, step: int, epsilon: float) -> bool:
+        """Advance the counter to `step` and do what falls due in (before, step]: updates,
+        target sync, logs, evaluation, checkpoints, a requested stop. True ends training."""
+        c, agent, counters, owner = self.config, self.agent, self.counters, self.owner
+        counters.step = step
+        if step >= c.learning_starts:
+            num_updates = (step // c.train_interval - before // c.train_interval) * c.gradient_steps
+            for _ in range(num_updates):
+                beta = per_beta(c, step, self.total) if c.prioritized else 1.0
+                self.metrics = agent.update(beta) or self.metrics
+            if step // c.target_update_interval != before // c.target_update_interval:
+                agent.update_target()
+        if step < self.next_event and self.stop.signal is None:
+            return False  # nothing else falls due: the common case, kept cheap
+        self.next_event = self._next_event(step)
+        counters.wall_time = self._wall_time()
+        if num_crossings(before, step, TRAIN_LOG_INTERVAL) or step >= self.total:
+            self._log(step, epsilon)
+        if c.eval_interval and (num_crossings(before, step, c.eval_interval) or step >= self.total):
+            t_eval = time.perf_counter()
+            result = owner._periodic_eval(self.monitor)
+            self.eval_time += time.perf_counter() - t_eval
+            if (
+                self.callback is not None
+                and self.callback(owner, {"step": step, **result}) is False
+            ):
+                self.stopped_early = True
+                return True
+        if (
+            owner.run_dir is not None
+            and c.checkpoint_interval
+            and num_crossings(before, step, c.checkpoint_interval)
+        ):
+            owner.save_checkpoint()
+        if self.stop.signal is not None:
+            where = owner.save_checkpoint() if owner.run_dir is not None else None
+            name = signal.Signals(self.stop.signal).name
+            saved = f"; checkpoint saved to {where}" if where else ""
+            raise TrainingInterrupted(f"{name} at step {step}{saved}")
+        return False
+
+    def _next_event(self, step: int) -> int:
+        """The first step after `step` at which a log row, evaluation or checkpoint falls due."""
+        c = self.config
+        intervals = [TRAIN_LOG_INTERVAL, c.eval_interval, c.checkpoint_interval]
+        due = [(step // i + 1) * i for i in intervals if i]
+        return min([*due, self.total])
+
+    def _log(self, step: int, epsilon: float) -> None:
+        last_step, last_time = self.last_log
+        now = time.perf_counter()
+        sps = (step - last_step) / max(now - last_time, 1e-9)
+        self.last_log = (step, now)
+        recent = self.recent_returns
+        mean_return = float(np.mean(recent)) if recent else math.nan
+        row = {
+            "epsilon": epsilon,
+            "steps_per_s": sps,
+            "episodes": self.counters.episodes,
+            "mean_return_20": mean_return,
+            **self.metrics,
+        }
+        self.monitor.scalars(step, row)
+        loss = self.metrics.get("loss", math.nan)
+        self.monitor.progress(step, ret=mean_return, eps=epsilon, loss=loss, sps=sps)

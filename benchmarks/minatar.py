@@ -1,0 +1,228 @@
+"""MinAtar: DQN and Rainbow (the `minatar` and `minatar_rainbow` presets) against a random policy.
+
+Without --steps, the script first measures each algorithm's training steps/s on each game and
+picks one step budget per game that the slowest algorithm finishes in --minutes; it prints that
+budget before training. Every run writes a run dir (logs, evals, final model), a learning-curve
+PNG, and one line of results/minatar.json; one PNG per game compares the greedy evaluations.
+
+    .venv/bin/python benchmarks/minatar.py --games Breakout,SpaceInvaders --seeds 0
+    .venv/bin/python benchmarks/minatar.py --steps 200000 --jobs 2
+    .venv/bin/python benchmarks/minatar.py --quick        # smoke test, about a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import json
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+
+# This script shares its name with the `minatar` package: keep its folder off the import path,
+# or `import minatar` would import this file.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+
+import numpy as np  # noqa: E402
+
+RESULTS = HERE / "results"
+PRESETS = {"dqn": "minatar", "rainbow": "minatar_rainbow"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    game: str
+    algo: str
+    seed: int
+    steps: int
+    eval_episodes: int
+    num_evals: int
+    run_dir: str
+    tag: str  # prefix of the output files: minatar, or minatar_quick for --quick
+
+    @property
+    def env_id(self) -> str:
+        return f"MinAtar/{self.game}-v1"
+
+
+def config_for(algo: str, steps: int, seed: int, eval_episodes: int, num_evals: int):
+    """The preset, shortened to `steps`: warm-up at most 5% of the run, evaluations spread out."""
+    from qlearn.presets import load_preset
+
+    base = load_preset(PRESETS[algo])
+    return base.replace(
+        total_steps=steps,
+        seed=seed,
+        learning_starts=min(base.learning_starts, max(steps // 20, base.batch_size)),
+        eval_interval=max(steps // num_evals, 1),
+        eval_episodes=eval_episodes,
+    )
+
+
+def measure_sps(game: str, algo: str, probe_steps: int) -> float:
+    """Env steps per second of training (updates included) over `probe_steps` steps."""
+    from qlearn import DQN
+
+    config = config_for(algo, probe_steps, 0, 1, 1).replace(learning_starts=64, eval_interval=0)
+    agent = DQN(f"MinAtar/{game}-v1", config)
+    start = time.perf_counter()
+    agent.learn()
+    return probe_steps / (time.perf_counter() - start)
+
+
+def random_returns(env_id: str, episodes: int, seed: int) -> list[float]:
+    from qlearn.envs import make_env
+    from qlearn.train import evaluate_policy
+
+    env = make_env(env_id)
+    num_actions = int(env.action_space.n)  # type: ignore[attr-defined]
+    rng = np.random.default_rng(seed)
+    result = evaluate_policy(
+        env, lambda obs: rng.integers(num_actions, size=len(obs)), episodes, seed
+    )
+    env.close()
+    return list(result.returns)
+
+
+def train_one(run: Run) -> dict:
+    """Train, evaluate greedily and against a random policy on the same seeds, plot."""
+    import torch
+
+    from qlearn import DQN
+    from qlearn.plots import learning_curve
+
+    torch.set_num_threads(1)
+    config = config_for(run.algo, run.steps, run.seed, run.eval_episodes, run.num_evals)
+    agent = DQN(run.env_id, config, run_dir=run.run_dir)
+    start = time.perf_counter()
+    agent.learn()
+    train_time = time.perf_counter() - start
+    eval_seed = 10_000 + run.seed
+    final = agent.evaluate(run.eval_episodes, seed=eval_seed)
+    random = random_returns(run.env_id, run.eval_episodes, eval_seed)
+    curve = RESULTS / f"{run.tag}_{run.game}_{run.algo}_s{run.seed}.png"
+    learning_curve(run.run_dir, curve)
+    return {
+        **dataclasses.asdict(run),
+        "learning_starts": config.learning_starts,
+        "train_time_s": round(train_time, 1),
+        "steps_per_s": round(run.steps / train_time, 1),
+        "final_mean": final.mean,
+        "final_std": final.std,
+        "final_returns": list(final.returns),
+        "random_mean": float(np.mean(random)),
+        "random_std": float(np.std(random)),
+        "curve_png": str(curve.relative_to(RESULTS.parent.parent)),
+    }
+
+
+def plot_game(game: str, rows: list[dict], out: Path) -> None:
+    """Greedy evaluation mean against env steps for each algorithm and seed, random as a line."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    colors = {"dqn": "tab:blue", "rainbow": "tab:red"}
+    for row in rows:
+        path = Path(row["run_dir"]) / "evals.csv"
+        if not path.exists():
+            continue
+        with open(path, newline="", encoding="utf-8") as f:
+            evals = list(csv.DictReader(f))
+        steps = [float(r["step"]) for r in evals]
+        means = [float(r["mean_return"]) for r in evals]
+        label = f"{row['algo']} seed {row['seed']}"
+        ax.plot(steps, means, marker="o", ms=3, color=colors.get(row["algo"]), label=label)
+    random = np.mean([row["random_mean"] for row in rows])
+    ax.axhline(random, color="gray", ls="--", label=f"random policy ({random:.2f})")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("greedy evaluation return")
+    ax.set_title(f"MinAtar {game}: {rows[0]['steps']} steps per run")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--games", default="Breakout,SpaceInvaders")
+    parser.add_argument("--algos", default="dqn,rainbow")
+    parser.add_argument("--seeds", default="0", help="comma-separated, e.g. 0,1,2")
+    parser.add_argument("--steps", type=int, help="env steps per run (default: from --minutes)")
+    parser.add_argument("--minutes", type=float, default=55.0, help="wall budget of one run")
+    parser.add_argument("--probe-steps", type=int, default=1_500)
+    parser.add_argument("--eval-episodes", type=int, default=20)
+    parser.add_argument("--num-evals", type=int, default=10, help="evaluations during a run")
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (one core each)")
+    parser.add_argument("--runs-dir", default="runs/bench_minatar")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 1,500 steps")
+    args = parser.parse_args()
+    if args.quick:
+        args.steps, args.eval_episodes, args.num_evals = 1_500, 2, 2
+    games = args.games.split(",")
+    algos = args.algos.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    tag = "minatar_quick" if args.quick else "minatar"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+
+    budget: dict[str, int] = {}
+    for game in games:
+        if args.steps is not None:
+            budget[game] = args.steps
+            continue
+        rates = {algo: measure_sps(game, algo, args.probe_steps) for algo in algos}
+        slowest = min(rates.values())
+        # Evaluations and the final plots take ~10% on top of training.
+        budget[game] = max(1_000, int(slowest * args.minutes * 60 * 0.9) // 1_000 * 1_000)
+        for algo, sps in rates.items():
+            print(f"{game:<14} {algo:<8} measured {sps:7.1f} steps/s while training")
+    for game, steps in budget.items():
+        print(f"{game:<14} budget: {steps} env steps per run (--minutes {args.minutes:g})")
+
+    runs = [
+        Run(
+            game,
+            algo,
+            seed,
+            budget[game],
+            args.eval_episodes,
+            args.num_evals,
+            f"{args.runs_dir}/{game}_{algo}_s{seed}",
+            tag,
+        )
+        for game in games
+        for seed in seeds
+        for algo in algos
+    ]
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+        rows = list(pool.map(train_one, runs))
+
+    header = f"{'game':<14} {'algo':<8} {'seed':>4} {'steps':>8} {'steps/s':>8} "
+    print(header + f"{'greedy return':>16} {'random return':>16}")
+    for r in rows:
+        print(
+            f"{r['game']:<14} {r['algo']:<8} {r['seed']:>4} {r['steps']:>8} "
+            f"{r['steps_per_s']:>8.1f} {r['final_mean']:>8.2f} +/- {r['final_std']:<5.2f} "
+            f"{r['random_mean']:>8.2f} +/- {r['random_std']:<5.2f}"
+        )
+    for game in games:
+        game_rows = [r for r in rows if r["game"] == game]
+        out = RESULTS / f"{tag}_{game}.png"
+        plot_game(game, game_rows, out)
+        print(f"wrote {out}")
+    out = RESULTS / f"{tag}.json"
+    out.write_text(json.dumps({"budget_steps": budget, "runs": rows}, indent=2) + "\n", "utf-8")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

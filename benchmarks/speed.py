@@ -1,0 +1,437 @@
+"""qlearn against Stable-Baselines3 on CartPole-v1, in one script, seeds alternating.
+
+Three measurements (see the README's "Speed" section for the latest table):
+
+* time to solve: training wall-clock until the first periodic greedy evaluation (20 episodes, the
+  same step schedule for both libraries) reaches a mean >= 475; evaluation time is excluded and
+  reported apart. qlearn runs its `cartpole` preset, SB3 the rl-baselines3-zoo settings. A seed
+  still unsolved at the budget counts as a failure at its full time.
+* engine ratio: qlearn with SB3's exact hyperparameters against SB3, the same number of steps.
+* throughput at the seeds' configuration (one env, an update every 4 steps, batch 64, 2x64 net),
+  beside the bare env's own step rate; and with vector envs beside the bare vector env's rate.
+
+Each run happens in a fresh subprocess (so peak memory is its own), with one torch thread.
+
+    python benchmarks/speed.py                    # everything, 5 seeds
+    python benchmarks/speed.py --only solve --seeds 0,1
+    python benchmarks/speed.py --quick            # a smoke version for CI
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+SOLVED = 475.0
+EVAL_EPISODES = 20
+RESULTS = Path(__file__).parent / "results"
+
+# rl-baselines3-zoo, hyperparams/dqn.yml, CartPole-v1.
+ZOO = {
+    "learning_rate": 2.3e-3,
+    "batch_size": 64,
+    "buffer_size": 100_000,
+    "learning_starts": 1_000,
+    "gamma": 0.99,
+    "target_update_interval": 10,
+    "train_freq": 256,
+    "gradient_steps": 128,
+    "exploration_fraction": 0.16,
+    "exploration_final_eps": 0.04,
+    "net_arch": [256, 256],
+}
+
+
+def _zoo_as_qlearn(total_steps: int) -> dict[str, Any]:
+    """The zoo settings in qlearn's names (SB3 has no Double DQN; its loss is Huber)."""
+    return {
+        "total_steps": total_steps,
+        "learning_rate": ZOO["learning_rate"],
+        "batch_size": ZOO["batch_size"],
+        "buffer_size": ZOO["buffer_size"],
+        "learning_starts": ZOO["learning_starts"],
+        "gamma": ZOO["gamma"],
+        "target_update_interval": ZOO["target_update_interval"],
+        "train_interval": ZOO["train_freq"],
+        "gradient_steps": ZOO["gradient_steps"],
+        "exploration_fraction": ZOO["exploration_fraction"],
+        "epsilon_end": ZOO["exploration_final_eps"],
+        "hidden_sizes": tuple(ZOO["net_arch"]),
+        "init": "torch_default",
+        "double_q": False,
+        "loss": "huber",
+        "max_grad_norm": 10.0,
+        "eval_interval": 0,
+    }
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _greedy_eval(policy: Any, seed: int) -> float:
+    import gymnasium as gym
+
+    env = gym.make("CartPole-v1")
+    total = 0.0
+    obs, _ = env.reset(seed=seed)
+    for _ in range(EVAL_EPISODES):
+        done = False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(policy(obs))
+            total += float(reward)
+            done = terminated or truncated
+        obs, _ = env.reset()
+    env.close()
+    return total / EVAL_EPISODES
+
+
+# ---------------------------------------------------------------------------------- workers
+def qlearn_solve(seed: int, budget: int, eval_interval: int) -> dict[str, Any]:
+    import torch
+
+    from qlearn import DQN
+    from qlearn.presets import load_preset
+
+    torch.set_num_threads(1)
+    config = load_preset("cartpole").replace(
+        seed=seed, total_steps=budget, eval_interval=eval_interval, eval_episodes=EVAL_EPISODES
+    )
+    agent = DQN("CartPole-v1", config)
+    evals: list[tuple[int, float]] = []
+    eval_time = 0.0
+
+    def on_eval(_: Any, m: dict[str, float]) -> bool:
+        nonlocal eval_time
+        evals.append((int(m["step"]), m["mean_return"]))
+        eval_time += m["eval_time_s"]
+        return m["mean_return"] < SOLVED
+
+    t0 = time.perf_counter()
+    agent.learn(callback=on_eval)
+    wall = time.perf_counter() - t0
+    solved = bool(evals) and evals[-1][1] >= SOLVED
+    train_time = agent.counters.wall_time
+    return {
+        "library": "qlearn",
+        "seed": seed,
+        "solved": solved,
+        "time_to_solve_s": train_time if solved else None,
+        "train_time_s": train_time,
+        "eval_time_s": eval_time,
+        "wall_s": wall,
+        "steps": agent.counters.step,
+        "steps_per_s": agent.counters.step / train_time,
+        "evals": evals,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def sb3_solve(seed: int, budget: int, eval_interval: int) -> dict[str, Any]:
+    import torch
+    from stable_baselines3 import DQN as SB3DQN
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    torch.set_num_threads(1)
+    evals: list[tuple[int, float]] = []
+    eval_time = 0.0
+
+    class PeriodicEval(BaseCallback):
+        def _on_step(self) -> bool:
+            nonlocal eval_time
+            if self.num_timesteps % eval_interval:
+                return True
+            t = time.perf_counter()
+            score = _greedy_eval(
+                lambda o: int(self.model.predict(o, deterministic=True)[0]),
+                seed + 1_000_000 + 1000 * len(evals),
+            )
+            eval_time += time.perf_counter() - t
+            evals.append((self.num_timesteps, score))
+            return score < SOLVED
+
+    zoo = {k: v for k, v in ZOO.items() if k != "net_arch"}
+    t0 = time.perf_counter()
+    model = SB3DQN(
+        "MlpPolicy",
+        "CartPole-v1",
+        seed=seed,
+        device="cpu",
+        policy_kwargs={"net_arch": ZOO["net_arch"]},
+        **zoo,
+    )
+    model.learn(budget, callback=PeriodicEval())
+    wall = time.perf_counter() - t0
+    solved = bool(evals) and evals[-1][1] >= SOLVED
+    train_time = wall - eval_time
+    return {
+        "library": "sb3",
+        "seed": seed,
+        "solved": solved,
+        "time_to_solve_s": train_time if solved else None,
+        "train_time_s": train_time,
+        "eval_time_s": eval_time,
+        "wall_s": wall,
+        "steps": int(model.num_timesteps),
+        "steps_per_s": model.num_timesteps / train_time,
+        "evals": evals,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def qlearn_engine(seed: int, steps: int) -> dict[str, Any]:
+    import torch
+
+    from qlearn import DQN, DQNConfig
+
+    torch.set_num_threads(1)
+    agent = DQN("CartPole-v1", DQNConfig(seed=seed, **_zoo_as_qlearn(steps)))
+    t0 = time.perf_counter()
+    agent.learn()
+    wall = time.perf_counter() - t0
+    score = _greedy_eval(agent.predict, seed + 1_000_000)
+    return {
+        "library": "qlearn",
+        "seed": seed,
+        "wall_s": wall,
+        "steps": steps,
+        "steps_per_s": steps / wall,
+        "final_eval": score,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def sb3_engine(seed: int, steps: int) -> dict[str, Any]:
+    import torch
+    from stable_baselines3 import DQN as SB3DQN
+
+    torch.set_num_threads(1)
+    zoo = {k: v for k, v in ZOO.items() if k != "net_arch"}
+    model = SB3DQN(
+        "MlpPolicy",
+        "CartPole-v1",
+        seed=seed,
+        device="cpu",
+        policy_kwargs={"net_arch": ZOO["net_arch"]},
+        **zoo,
+    )
+    t0 = time.perf_counter()
+    model.learn(steps)
+    wall = time.perf_counter() - t0
+    score = _greedy_eval(lambda o: int(model.predict(o, deterministic=True)[0]), seed + 1_000_000)
+    return {
+        "library": "sb3",
+        "seed": seed,
+        "wall_s": wall,
+        "steps": steps,
+        "steps_per_s": steps / wall,
+        "final_eval": score,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def throughput(steps: int, num_envs_list: list[int]) -> dict[str, Any]:
+    """qlearn at the seeds' configuration beside the bare env's step rate, in one process."""
+    import gymnasium as gym
+    import numpy as np
+    import torch
+
+    from qlearn import DQN, DQNConfig
+    from qlearn.envs import make_vector_env
+    from qlearn.replay import estimate_bytes
+
+    torch.set_num_threads(1)
+    out: dict[str, Any] = {"rows": []}
+    for num_envs in num_envs_list:
+        if num_envs == 1:
+            env = gym.make("CartPole-v1")
+            env.reset(seed=0)
+            rng = np.random.default_rng(0)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                _, _, terminated, truncated, _ = env.step(int(rng.integers(2)))
+                if terminated or truncated:
+                    env.reset()
+            bare = steps / (time.perf_counter() - t0)
+        else:
+            venv = make_vector_env("CartPole-v1", num_envs)
+            venv.reset(seed=0)
+            rng = np.random.default_rng(0)
+            n_iter = steps // num_envs
+            t0 = time.perf_counter()
+            for _ in range(n_iter):
+                venv.step(rng.integers(2, size=num_envs))
+            bare = n_iter * num_envs / (time.perf_counter() - t0)
+        config = DQNConfig(
+            total_steps=steps + 1000,
+            learning_starts=1000,
+            train_interval=4,
+            batch_size=64,
+            hidden_sizes=(64, 64),
+            num_envs=num_envs,
+            eval_interval=0,
+            target_update_interval=100,
+        )
+        agent = DQN("CartPole-v1", config)
+        agent.learn(1000)  # fill the buffer up to learning_starts; not timed
+        t0 = time.perf_counter()
+        agent.learn(steps + 1000)
+        rate = (agent.counters.step - 1000) / (time.perf_counter() - t0)
+        out["rows"].append(
+            {
+                "num_envs": num_envs,
+                "qlearn_steps_per_s": rate,
+                "bare_env_steps_per_s": bare,
+                "fraction_of_bare": rate / bare,
+            }
+        )
+    per = estimate_bytes(1, (4,), "float32", 2)
+    out["replay_bytes_per_transition"] = per
+    out["replay_mb_for_1m"] = per * 1_000_000 / 2**20
+    return out
+
+
+# ---------------------------------------------------------------------------------- driver
+def _in_subprocess(fn: Any, *args: Any) -> Any:
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--budget", type=int, default=100_000)
+    parser.add_argument("--eval-interval", type=int, default=2_500)
+    parser.add_argument("--engine-steps", type=int, default=50_000)
+    parser.add_argument("--throughput-steps", type=int, default=20_000)
+    parser.add_argument("--only", choices=["solve", "engine", "throughput"], default=None)
+    parser.add_argument("--quick", action="store_true", help="tiny budgets, for CI smoke runs")
+    parser.add_argument("--out", type=Path, default=RESULTS / "speed.json")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.quick:
+        seeds, args.budget, args.eval_interval = seeds[:1], 2_000, 1_000
+        args.engine_steps, args.throughput_steps = 1_500, 2_000
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    report: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "quick": args.quick,
+    }
+
+    if args.only in (None, "solve"):
+        runs = []
+        for seed in seeds:  # alternate libraries seed by seed
+            for fn in (qlearn_solve, sb3_solve):
+                r = _in_subprocess(fn, seed, args.budget, args.eval_interval)
+                runs.append(r)
+                print(
+                    f"solve {r['library']:6s} seed {seed}: solved={r['solved']} "
+                    f"train {r['train_time_s']:.1f}s eval {r['eval_time_s']:.1f}s "
+                    f"steps {r['steps']} ({r['steps_per_s']:.0f}/s) "
+                    f"peak {r['peak_rss_mb']:.0f} MB",
+                    flush=True,
+                )
+        by = {lib: [r for r in runs if r["library"] == lib] for lib in ("qlearn", "sb3")}
+        # An unsolved seed counts as a failure at its full training time.
+        tts = {
+            lib: [r["time_to_solve_s"] or r["train_time_s"] for r in rs] for lib, rs in by.items()
+        }
+        ratios = [s / q for q, s in zip(tts["qlearn"], tts["sb3"], strict=True)]
+        report["solve"] = {
+            "runs": runs,
+            "median_time_to_solve_s": {lib: _median(v) for lib, v in tts.items()},
+            "solved": {lib: sum(r["solved"] for r in rs) for lib, rs in by.items()},
+            "median_ratio_sb3_over_qlearn": _median(ratios),
+            "ratio_of_medians": _median(tts["sb3"]) / _median(tts["qlearn"]),
+        }
+    if args.only in (None, "engine"):
+        runs = []
+        for seed in seeds[:3]:
+            for fn in (qlearn_engine, sb3_engine):
+                r = _in_subprocess(fn, seed, args.engine_steps)
+                runs.append(r)
+                print(
+                    f"engine {r['library']:6s} seed {seed}: {r['wall_s']:.1f}s "
+                    f"({r['steps_per_s']:.0f} steps/s), final greedy eval {r['final_eval']:.0f}",
+                    flush=True,
+                )
+        walls = {
+            lib: [r["wall_s"] for r in runs if r["library"] == lib] for lib in ("qlearn", "sb3")
+        }
+        report["engine"] = {"runs": runs, "ratio": _median(walls["sb3"]) / _median(walls["qlearn"])}
+    if args.only in (None, "throughput"):
+        report["throughput"] = _in_subprocess(throughput, args.throughput_steps, [1, 8, 32])
+        for row in report["throughput"]["rows"]:
+            print(
+                f"throughput num_envs={row['num_envs']}: qlearn {row['qlearn_steps_per_s']:.0f} "
+                f"steps/s, bare env {row['bare_env_steps_per_s']:.0f} steps/s "
+                f"({100 * row['fraction_of_bare']:.0f}%)",
+                flush=True,
+            )
+
+    _print_table(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+
+
+def _print_table(report: dict[str, Any]) -> None:
+    print()
+    print("| measure | qlearn | SB3 | ratio |")
+    print("|---|---|---|---|")
+    if "solve" in report:
+        s = report["solve"]
+        m = s["median_time_to_solve_s"]
+        n = len(s["runs"]) // 2
+        print(
+            f"| median time to solve (s) | {m['qlearn']:.1f} | {m['sb3']:.1f} | "
+            f"{s['median_ratio_sb3_over_qlearn']:.1f}x (median of per-seed ratios) |"
+        )
+        print(f"| seeds solved | {s['solved']['qlearn']}/{n} | {s['solved']['sb3']}/{n} | |")
+        for lib in ("qlearn", "sb3"):
+            rs = [r for r in s["runs"] if r["library"] == lib]
+            steps = _median([r["steps"] for r in rs])
+            sps = _median([r["steps_per_s"] for r in rs])
+            mem = max(r["peak_rss_mb"] for r in rs)
+            print(
+                f"| {lib}: median env steps used / steps/s / peak RSS MB | "
+                f"{steps:.0f} / {sps:.0f} / {mem:.0f} | | |"
+            )
+    if "engine" in report:
+        e = report["engine"]
+        q = _median([r["wall_s"] for r in e["runs"] if r["library"] == "qlearn"])
+        b = _median([r["wall_s"] for r in e["runs"] if r["library"] == "sb3"])
+        print(
+            f"| engine, zoo hyperparameters, same steps (s) | {q:.1f} | {b:.1f} | "
+            f"{e['ratio']:.1f}x |"
+        )
+    if "throughput" in report:
+        t = report["throughput"]
+        for row in t["rows"]:
+            print(
+                f"| seeds' config, num_envs={row['num_envs']} (steps/s; bare env) | "
+                f"{row['qlearn_steps_per_s']:.0f} | | bare {row['bare_env_steps_per_s']:.0f} "
+                f"({100 * row['fraction_of_bare']:.0f}%) |"
+            )
+        print(
+            f"| replay bytes per CartPole transition | {t['replay_bytes_per_transition']} "
+            f"({t['replay_mb_for_1m']:.1f} MB per 1M) | | |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""DQNAgent: the update against hand-computed targets, target sync, acting and state round trip."""
+
+import numpy as np
+import pytest
+import torch
+
+from qlearn.agents.dqn import DQNAgent, num_crossings, per_beta, pick_network
+from qlearn.config import DQNConfig
+from qlearn.envs import EnvSpec
+from qlearn.errors import ConfigError, TrainingError
+
+BOX = EnvSpec("box", (4,), "float32", 2)
+
+
+def filled_agent(config: DQNConfig, n: int = 200, seed: int = 0) -> DQNAgent:
+    agent = DQNAgent(BOX, config)
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        obs = rng.standard_normal(4).astype(np.float32)
+        nxt = rng.standard_normal(4).astype(np.float32)
+        agent.replay.add_one(
+            obs, int(rng.integers(2)), float(rng.random()), nxt, rng.random() < 0.1
+        )
+    return agent
+
+
+def test_loss_matches_hand_computed_td_target() -> None:
+    torch.manual_seed(0)
+    agent = filled_agent(DQNConfig(batch_size=8, loss="mse", max_grad_norm=None))
+    batch = agent.replay.sample(8, np.random.default_rng(1))
+    per_sample, q_taken, priority = agent._loss(batch)
+    with torch.no_grad():
+        q = agent.q_net(torch.from_numpy(batch.obs)).numpy()
+        q_next = agent.target_net(torch.from_numpy(batch.next_obs)).numpy()
+    expected_target = batch.rewards + 0.99 * (1 - batch.terminated) * q_next.max(axis=1)
+    expected_q = q[np.arange(8), batch.actions]
+    np.testing.assert_allclose(q_taken.detach().numpy(), expected_q, rtol=1e-6)
+    np.testing.assert_allclose(
+        per_sample.detach().numpy(), (expected_q - expected_target) ** 2, rtol=1e-5
+    )
+    np.testing.assert_allclose(priority.numpy(), np.abs(expected_q - expected_target), rtol=1e-5)
+
+
+def test_double_q_uses_online_argmax_and_target_value() -> None:
+    agent = filled_agent(DQNConfig(batch_size=16, loss="mse", double_q=True))
+    # Make the target network differ from the online one.
+    with torch.no_grad():
+        for p in agent.target_net.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    batch = agent.replay.sample(16, np.random.default_rng(2))
+    per_sample, q_taken, _ = agent._loss(batch)
+    with torch.no_grad():
+        online = agent.q_net(torch.from_numpy(batch.next_obs)).numpy()
+        target = agent.target_net(torch.from_numpy(batch.next_obs)).numpy()
+    chosen = online.argmax(axis=1)
+    y = batch.rewards + 0.99 * (1 - batch.terminated) * target[np.arange(16), chosen]
+    np.testing.assert_allclose(
+        per_sample.detach().numpy(), (q_taken.detach().numpy() - y) ** 2, rtol=1e-5
+    )
+
+
+def test_update_changes_weights_and_target_copy_makes_them_equal() -> None:
+    agent = filled_agent(DQNConfig(batch_size=32))
+    before = [p.clone() for p in agent.q_net.parameters()]
+    metrics = agent.update()
+    assert set(metrics) >= {"loss", "q_mean"}
+    assert any(not torch.equal(a, b) for a, b in zip(before, agent.q_net.parameters(), strict=True))
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(agent.q_net.parameters(), agent.target_net.parameters(), strict=True)
+    )
+    agent.update_target()
+    for a, b in zip(agent.q_net.parameters(), agent.target_net.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_polyak_update_moves_target_by_tau() -> None:
+    agent = filled_agent(DQNConfig(tau=0.1))
+    agent.update()
+    old_target = [p.clone() for p in agent.target_net.parameters()]
+    online = [p.clone() for p in agent.q_net.parameters()]
+    agent.update_target()
+    for t_old, o, t_new in zip(old_target, online, agent.target_net.parameters(), strict=True):
+        torch.testing.assert_close(t_new, t_old + 0.1 * (o - t_old))
+
+
+def test_numpy_fast_policy_matches_torch_forward() -> None:
+    agent = filled_agent(DQNConfig(hidden_sizes=(32, 16)))
+    for _ in range(5):
+        agent.update()  # weights move in place; the numpy views must follow
+    obs = np.random.default_rng(3).standard_normal((10, 4)).astype(np.float32)
+    assert agent._fast_act is not None
+    with torch.no_grad():
+        expected = agent.q_net(torch.from_numpy(obs)).numpy()
+    np.testing.assert_allclose(agent.q_values(obs), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_epsilon_schedule_and_greedy_acting() -> None:
+    agent = DQNAgent(BOX, DQNConfig(epsilon_start=1.0, epsilon_end=0.1, exploration_fraction=0.5))
+    assert agent.epsilon(0, 1000) == 1.0
+    assert agent.epsilon(250, 1000) == pytest.approx(0.55)
+    assert agent.epsilon(500, 1000) == pytest.approx(0.1)
+    assert agent.epsilon(900, 1000) == pytest.approx(0.1)
+    obs = np.zeros((5, 4), dtype=np.float32)
+    greedy = agent.q_values(obs).argmax(axis=1)
+    np.testing.assert_array_equal(agent.act(obs, 0.0), greedy)
+    # epsilon = 1: uniform over both actions.
+    actions = np.concatenate([agent.act(obs, 1.0) for _ in range(400)])
+    assert 0.4 < actions.mean() < 0.6
+
+
+def test_noisy_nets_turn_epsilon_off() -> None:
+    agent = DQNAgent(BOX, DQNConfig(noisy=True))
+    assert agent.epsilon(0, 1000) == 0.0
+
+
+def test_softmax_exploration_samples_every_action() -> None:
+    agent = DQNAgent(BOX, DQNConfig(exploration="softmax", temperature=100.0))
+    obs = np.zeros((200, 4), dtype=np.float32)
+    actions = agent.act(obs, 0.0)
+    assert set(np.unique(actions)) == {0, 1}
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {"dueling": True},
+        {"noisy": True},
+        {"distributional": "c51", "v_min": 0.0, "v_max": 10.0, "num_atoms": 11},
+        {"distributional": "qr", "num_atoms": 8},
+        {"prioritized": True},
+        {
+            "double_q": True,
+            "dueling": True,
+            "prioritized": True,
+            "noisy": True,
+            "distributional": "c51",
+        },
+    ],
+)
+def test_every_variant_updates_with_finite_loss(flags: dict) -> None:
+    agent = filled_agent(DQNConfig(batch_size=16, **flags))
+    for _ in range(3):
+        metrics = agent.update(beta=0.5)
+        assert np.isfinite(metrics["loss"])
+    assert agent.q_values(np.zeros((2, 4), dtype=np.float32)).shape == (2, 2)
+
+
+def test_state_round_trip_is_exact() -> None:
+    agent = filled_agent(DQNConfig(batch_size=16))
+    for _ in range(4):
+        agent.update()
+    tensors = {k: v.clone() for k, v in agent.tensors().items()}
+    counters = agent.counters()
+    other = DQNAgent(BOX, DQNConfig(batch_size=16, seed=5))
+    other.load_tensors(tensors)
+    other.load_counters(counters)
+    for key, value in other.tensors().items():
+        assert torch.equal(value, tensors[key]), key
+    assert other.rng.random() == agent.rng.random()
+
+
+def test_nonfinite_loss_raises_or_skips() -> None:
+    agent = filled_agent(DQNConfig(batch_size=8))
+    agent.replay.rewards[:] = np.inf
+    with pytest.raises(TrainingError, match="non-finite loss"):
+        agent.update()
+    skipping = filled_agent(DQNConfig(batch_size=8, on_nonfinite="skip"))
+    skipping.replay.rewards[:] = np.nan
+    before = [p.clone() for p in skipping.q_net.parameters()]
+    with pytest.warns(RuntimeWarning, match="skipped an update"):
+        assert skipping.update() == {}
+    for a, b in zip(before, skipping.q_net.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_grad_norm_logging() -> None:
+    agent = filled_agent(DQNConfig(log_grad_norms=True))
+    metrics = agent.update()
+    norms = {k: v for k, v in metrics.items() if k.startswith("grad_norm/")}
+    assert len(norms) == 3 and all(v >= 0 for v in norms.values())
+
+
+def test_schedules_helpers() -> None:
+    assert num_crossings(0, 4, 4) == 1
+    assert num_crossings(3, 9, 4) == 2
+    assert num_crossings(4, 7, 4) == 0
+    cfg = DQNConfig(per_beta_start=0.4)
+    assert per_beta(cfg, 0, 100) == pytest.approx(0.4)
+    assert per_beta(cfg, 50, 100) == pytest.approx(0.7)
+    assert per_beta(cfg, 100, 100) == pytest.approx(1.0)
+
+
+def test_network_choice() -> None:
+    assert pick_network(DQNConfig(), BOX) == "mlp"
+    assert pick_network(DQNConfig(), EnvSpec("box", (4, 84, 84), "uint8", 6)) == "nature_cnn"
+    assert pick_network(DQNConfig(), EnvSpec("box", (4, 10, 10), "uint8", 6)) == "minatar_cnn"
+    with pytest.raises(ConfigError, match="needs image observations"):
+        pick_network(DQNConfig(network="nature_cnn"), BOX)
