@@ -17,6 +17,7 @@ import concurrent.futures
 import dataclasses
 import json
 import multiprocessing
+import os
 import sys
 import time
 from pathlib import Path
@@ -220,7 +221,9 @@ def main() -> None:
         plot_game(game, game_rows, out)
         print(f"wrote {out}")
     out = RESULTS / f"{tag}.json"
-    out.write_text(json.dumps({"budget_steps": budget, "runs": rows}, indent=2) + "\n", "utf-8")
+    # Other work on the machine slows the runs: the load average says how busy it was.
+    summary = {"budget_steps": budget, "load_average": os.getloadavg(), "runs": rows}
+    out.write_text(json.dumps(summary, indent=2) + "\n", "utf-8")
     print(f"wrote {out}")
 
 

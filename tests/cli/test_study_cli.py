@@ -97,3 +97,11 @@ def test_init_study_unwritable_plot_is_one_error_line(
     assert code != 0
     assert err.startswith("error: cannot write the plot to")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_cli_scheme_names_match_the_library() -> None:
+    from qlearn import diagnostics
+    from qlearn.cli import study
+
+    assert study.STUDY_SCHEMES == diagnostics.STUDY_SCHEMES
+    assert study.DEFAULT_STUDY_SCHEMES == diagnostics.DEFAULT_STUDY_SCHEMES

@@ -142,7 +142,8 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
     """Eleven training processes killed with SIGKILL after seeded random delays, each resumed
     from the newest complete checkpoint; then one more that runs to the end."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["qlearn.cli", "qlearn.train"])
+    # torch._dynamo is imported lazily by the first optimizer state_dict: seconds per child.
+    ctx.set_forkserver_preload(["qlearn.cli", "qlearn.train", "torch._dynamo"])
     rng = random.Random(20_240_605)
     run = tmp_path / "run"
     config = run / "config.toml"

@@ -157,7 +157,7 @@ def test_env_instance_and_bad_envs() -> None:
     env = gym.make("CartPole-v1")
     agent = DQN(env, DQNConfig(total_steps=300, learning_starts=100, eval_interval=0))
     agent.learn()
-    assert agent.evaluate(2).mean > 0
+    assert agent.evaluate(2).mean_return > 0
     with pytest.raises(EnvError, match="action space Box"):
         DQN("Pendulum-v1")
     with pytest.raises(EnvError, match="unknown env id 'CartPol-v1'; did you mean 'CartPole-v1'"):
@@ -179,4 +179,4 @@ def test_cartpole_learns_with_a_fixed_seed() -> None:
     )
     agent = DQN("CartPole-v1", cfg)
     agent.learn()
-    assert agent.evaluate(10).mean >= 150
+    assert agent.evaluate(10).mean_return >= 150

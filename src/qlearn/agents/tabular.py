@@ -22,16 +22,13 @@ import numpy as np
 from qlearn.config import TabularConfig, check_range
 from qlearn.envs import check_discrete_env, make_env
 from qlearn.errors import ConfigError, EnvError, QlearnError
+from qlearn.evaluation import EvalResult, run_episodes
 from qlearn.exploration import (
     epsilon_greedy,
     exponential_schedule,
     linear_schedule,
     softmax_action,
 )
-
-# Evaluation stops an episode after this many steps if the env sets no time limit of its own,
-# so a greedy policy that walks into a wall forever cannot hang it.
-EVAL_STEP_CAP = 10_000
 
 
 def q_update(
@@ -86,22 +83,6 @@ class TrainingMetrics:
     def success_rate(self) -> float:
         """Fraction of episodes with a positive return."""
         return float(np.mean(self.episode_returns > 0))
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class EvalResult:
-    """Returns of a policy over evaluation episodes.
-
-    Success means a positive return: reaching FrozenLake's goal, or a Taxi delivery quick
-    enough for the +20 to outweigh the step costs.
-    """
-
-    mean_return: float
-    std_return: float
-    success_rate: float
-    mean_length: float
-    returns: np.ndarray
-    """(num_episodes,) the undiscounted return of each episode."""
 
 
 def make_tabular_env(
@@ -165,24 +146,7 @@ def evaluate_policy(
             f"[0, {num_actions - 1}]"
         )
     actions = policy.tolist()  # Python ints: faster to index and what env.step expects
-    returns = np.zeros(num_episodes)
-    lengths = np.zeros(num_episodes, dtype=np.int64)
-    for episode in range(num_episodes):
-        state, _ = env.reset(seed=seed if episode == 0 else None)
-        total, steps, done = 0.0, 0, False
-        while not done and steps < EVAL_STEP_CAP:
-            state, reward, terminated, truncated, _ = env.step(actions[state])
-            total += float(reward)
-            steps += 1
-            done = terminated or truncated
-        returns[episode], lengths[episode] = total, steps
-    return EvalResult(
-        mean_return=float(returns.mean()),
-        std_return=float(returns.std()),
-        success_rate=float(np.mean(returns > 0)),
-        mean_length=float(lengths.mean()),
-        returns=returns,
-    )
+    return run_episodes(env, actions.__getitem__, num_episodes, seed)
 
 
 class TabularQAgent:

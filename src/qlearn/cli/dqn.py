@@ -71,8 +71,8 @@ def train(
     result = agent.evaluate(agent.config.eval_episodes)
     typer.echo(
         f"trained {agent.counters.step} steps in {agent.counters.wall_time:.1f}s; greedy "
-        f"evaluation over {len(result.returns)} episodes: mean return {result.mean:.2f} "
-        f"+/- {result.std:.2f}"
+        f"evaluation over {len(result.returns)} episodes: mean return {result.mean_return:.2f} "
+        f"+/- {result.std_return:.2f}"
     )
     typer.echo(f"run dir: {agent.run_dir}")
 
@@ -90,11 +90,12 @@ def eval_(
     agent = DQN.load(run_dir)
     result = agent.evaluate(episodes, seed=seed)
     if json_out:
-        typer.echo(json.dumps({**result.summary(), "returns": list(result.returns)}))
+        typer.echo(json.dumps({**result.summary(), "returns": result.returns.tolist()}))
     else:
         typer.echo(
-            f"{agent.env_id}: mean return {result.mean:.2f} +/- {result.std:.2f} over "
-            f"{episodes} episodes (min {min(result.returns):.1f}, max {max(result.returns):.1f})"
+            f"{agent.env_id}: mean return {result.mean_return:.2f} +/- "
+            f"{result.std_return:.2f} over {episodes} episodes "
+            f"(min {result.returns.min():.1f}, max {result.returns.max():.1f})"
         )
 
 
@@ -108,15 +109,15 @@ def play(
 ) -> None:
     """Record a trained agent playing greedily, as a GIF of rgb_array frames."""
     from qlearn.plots import write_gif
-    from qlearn.train import DQN, evaluate_policy
+    from qlearn.train import DQN, run_episodes
 
     agent = DQN.load(run_dir)
     env = agent.make_eval_env(render_mode="rgb_array")
     frames: list = []
-    result = evaluate_policy(env, agent.agent.predict, episodes, seed, on_frame=frames.append)
+    result = run_episodes(env, agent.predict, episodes, seed, on_frame=frames.append)
     env.close()
     write_gif(frames, gif, fps=fps)
-    typer.echo(f"wrote {gif} ({len(frames)} frames, returns {list(result.returns)})")
+    typer.echo(f"wrote {gif} ({len(frames)} frames, returns {result.returns.tolist()})")
 
 
 @app.command()

@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from qlearn.cli.app import app, fail
-from qlearn.diagnostics import DEFAULT_STUDY_SCHEMES, STUDY_SCHEMES, StudyResult, init_study
+
+if TYPE_CHECKING:
+    from qlearn.diagnostics import StudyResult
+
+# The scheme names are repeated here so that `qlearn --help` need not import torch;
+# tests/cli/test_study_cli.py checks they match qlearn.diagnostics.
+STUDY_SCHEMES = (
+    "identity_plus",
+    "identity_minus",
+    "gaussian_plus",
+    "gaussian_minus",
+    "xavier",
+    "kaiming",
+)
+DEFAULT_STUDY_SCHEMES = ("identity_plus", "identity_minus", "xavier", "kaiming")
 
 _SCHEME_NOTES = {
     "identity_plus": "weights 1.5 x identity",
@@ -73,6 +87,8 @@ def init_study_command(
     ] = None,
 ) -> None:
     """Show how badly scaled initial weights make activations and gradients explode or vanish."""
+    from qlearn.diagnostics import init_study
+
     result = init_study(
         depth=depth,
         width=width,

@@ -1,6 +1,6 @@
 """Training: the DQN user API with its env loop, evaluation, logging and checkpoints."""
 
+from qlearn.evaluation import EvalResult, run_episodes
 from qlearn.train.dqn import DQN, TrainingInterrupted
-from qlearn.train.evaluation import EvalResult, evaluate_policy
 
-__all__ = ["DQN", "EvalResult", "TrainingInterrupted", "evaluate_policy"]
+__all__ = ["DQN", "EvalResult", "TrainingInterrupted", "run_episodes"]

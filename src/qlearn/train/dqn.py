@@ -3,7 +3,7 @@
     from qlearn import DQN, DQNConfig
     agent = DQN("CartPole-v1", DQNConfig(total_steps=50_000))
     agent.learn()
-    agent.evaluate(20).mean
+    agent.evaluate(20).mean_return
     agent.save("cartpole")
     agent = DQN.load("cartpole")
 
@@ -34,8 +34,8 @@ from qlearn.agents.dqn import DQNAgent, num_crossings, per_beta
 from qlearn.config import DQNConfig
 from qlearn.envs import EnvSpec, env_spec, make_env, make_vector_env
 from qlearn.errors import CheckpointError, ConfigError, EnvError, QlearnError, TrainingError
+from qlearn.evaluation import EvalResult, run_episodes
 from qlearn.monitor import Monitor
-from qlearn.train.evaluation import EvalResult, evaluate_policy
 
 RUN_CONFIG = "config.toml"
 RUN_INFO = "run.json"
@@ -220,7 +220,7 @@ class DQN:
         if self._eval_env is None:
             self._eval_env = self.make_eval_env()
         seed = self.config.seed + 1_000_000 if seed is None else seed
-        return evaluate_policy(self._eval_env, self.agent.predict, num_episodes, seed)
+        return run_episodes(self._eval_env, self.predict, num_episodes, seed)
 
     # ------------------------------------------------------------------ learning
     def learn(
@@ -282,8 +282,8 @@ class DQN:
             "train_time_s": counters.wall_time,
         }
         monitor.evaluation(counters.step, summary)
-        if result.mean > counters.best_eval:
-            counters.best_eval = result.mean
+        if result.mean_return > counters.best_eval:
+            counters.best_eval = result.mean_return
             if self.run_dir is not None:
                 self.save(self.run_dir / BEST)
         return summary
@@ -333,9 +333,24 @@ class DQN:
         }
 
     def save(self, path: str | Path, *, include_replay: bool = False) -> Path:
-        """Write a checkpoint directory (weights, optimizer, counters; replay if asked)."""
+        """Write a checkpoint directory (weights, optimizer, counters; replay if asked).
+
+        Raises TrainingError, writing nothing, when a weight or optimizer moment is NaN or
+        inf: an update with a finite loss can still make the weights diverge, and such a
+        checkpoint must not replace the last good one.
+        """
+        tensors = self.agent.tensors()
+        bad = [
+            k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()
+        ]
+        if bad:
+            raise TrainingError(
+                f"training diverged at step {self.counters.step}: {', '.join(bad[:3])}"
+                f"{' ...' if len(bad) > 3 else ''} hold NaN or inf; not saving {str(path)!r}, "
+                "the last good checkpoint is kept (lower learning_rate or clip gradients)"
+            )
         replay = self.agent.replay.state_dict() if include_replay else None
-        return checkpoint.write_checkpoint(path, self._meta(), self.agent.tensors(), replay)
+        return checkpoint.write_checkpoint(path, self._meta(), tensors, replay)
 
     def save_checkpoint(self) -> Path:
         """A periodic checkpoint with the replay buffer, under run_dir/checkpoints/."""

@@ -1,0 +1,93 @@
+"""Evaluation: run a fixed policy for N episodes and summarise the returns.
+
+One function serves every agent: the Q-table's greedy policy, a DQN's `predict`, a planner's
+policy. It sits below `agents/` so each of them can use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from qlearn.config import check_range
+
+MAX_EPISODE_STEPS = 100_000
+"""A cap on evaluation episodes, for envs without a time limit whose policy never ends them."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EvalResult:
+    """Undiscounted returns and lengths of evaluation episodes.
+
+    Success means a positive return: reaching FrozenLake's goal, or a Taxi delivery quick enough
+    for the +20 to outweigh the step costs.
+    """
+
+    returns: np.ndarray
+    """(num_episodes,) the return of each episode."""
+    lengths: np.ndarray
+    """(num_episodes,) the steps of each episode."""
+
+    @property
+    def mean_return(self) -> float:
+        return float(self.returns.mean())
+
+    @property
+    def std_return(self) -> float:
+        return float(self.returns.std())
+
+    @property
+    def success_rate(self) -> float:
+        return float(np.mean(self.returns > 0))
+
+    @property
+    def mean_length(self) -> float:
+        return float(self.lengths.mean())
+
+    def summary(self) -> dict[str, float]:
+        """The figures logged to evals.csv."""
+        return {
+            "mean_return": self.mean_return,
+            "std_return": self.std_return,
+            "min_return": float(self.returns.min()),
+            "max_return": float(self.returns.max()),
+            "mean_length": self.mean_length,
+            "success_rate": self.success_rate,
+            "episodes": float(len(self.returns)),
+        }
+
+
+def run_episodes(
+    env: gym.Env,
+    act: Callable[[Any], int],
+    num_episodes: int,
+    seed: int,
+    *,
+    on_frame: Callable[[Any], None] | None = None,
+) -> EvalResult:
+    """Run `num_episodes` episodes choosing actions with `act(observation) -> int`.
+
+    The first reset is seeded with `seed`, so the same seed replays the same episodes.
+    `on_frame` receives each `env.render()` frame (for GIFs) when the env renders rgb_array.
+    """
+    check_range("num_episodes", num_episodes, 1)
+    returns = np.zeros(num_episodes)
+    lengths = np.zeros(num_episodes, dtype=np.int64)
+    for episode in range(num_episodes):
+        obs, _ = env.reset(seed=seed if episode == 0 else None)
+        if on_frame is not None:
+            on_frame(env.render())
+        total, steps, done = 0.0, 0, False
+        while not done and steps < MAX_EPISODE_STEPS:
+            obs, reward, terminated, truncated, _ = env.step(act(obs))
+            total += float(reward)
+            steps += 1
+            done = terminated or truncated
+            if on_frame is not None:
+                on_frame(env.render())
+        returns[episode], lengths[episode] = total, steps
+    return EvalResult(returns, lengths)
