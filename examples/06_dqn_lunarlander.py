@@ -92,7 +92,7 @@ def main() -> None:
     print(f"trained {agent.counters.step} steps in {agent.counters.wall_time:.0f}s")
     print(
         f"final greedy evaluation over {len(result.returns)} episodes: mean return "
-        f"{result.mean:.1f} +/- {result.std:.1f}; {solved} of {len(result.returns)} "
+        f"{result.mean_return:.1f} +/- {result.std_return:.1f}; {solved} of {len(result.returns)} "
         "episodes scored 200 or more"
     )
 

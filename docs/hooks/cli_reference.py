@@ -40,6 +40,7 @@ for name in ["", *names]:
 print(json.dumps(helps))
 """
 
+
 def collect_help() -> dict[str, str]:
     """Each command's help text, keyed by command name ("" for `qlearn` itself)."""
     env = {**os.environ, "TYPER_USE_RICH": "0", "COLUMNS": str(WIDTH), "NO_COLOR": "1"}

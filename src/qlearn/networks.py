@@ -222,6 +222,20 @@ class QNetwork(nn.Module):
                 heads.append(layer)
             self.streams = nn.ModuleList(heads)
 
+        # A plain MLP runs through F.linear directly: module dispatch costs more than the math
+        # at CartPole sizes, and this forward runs three times per update.
+        self._plain_mlp = torso == "mlp" and not dueling and not noisy and num_atoms == 1
+        self._linears = [m for m in self.modules() if isinstance(m, nn.Linear)]
+
+    def _mlp_forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.float().flatten(1)
+        last = len(self._linears) - 1
+        for i, layer in enumerate(self._linears):
+            x = nn.functional.linear(x, layer.weight, layer.bias)
+            if i < last:
+                x = torch.relu(x)
+        return x
+
     def reset_noise(self) -> None:
         """Draw fresh noise in every noisy layer (no-op without noisy layers)."""
         for module in self.modules():
@@ -229,6 +243,8 @@ class QNetwork(nn.Module):
                 module.reset_noise()
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if self._plain_mlp:
+            return self._mlp_forward(obs)
         features = self.body(self.torso(obs))
         batch = features.shape[0]
         if self.dueling:

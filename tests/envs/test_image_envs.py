@@ -107,8 +107,11 @@ def test_atari_pong_is_preprocessed_and_stacked() -> None:
     assert env.action_space.n == 6  # type: ignore[attr-defined]  # minimal set, not 18
     ale = env.unwrapped.ale  # type: ignore[attr-defined]
     assert ale.getFloat("repeat_action_probability") == pytest.approx(0.25)
-    # AtariPreprocessing skips 4 frames itself, on an env that skips none.
-    assert env.unwrapped._frameskip == 1  # type: ignore[attr-defined]
+    made_with = env.unwrapped.spec.kwargs  # type: ignore[union-attr]
+    # ALE v5's sticky actions and minimal action set; AtariPreprocessing skips 4 frames itself,
+    # on an env that skips none.
+    assert made_with["repeat_action_probability"] == 0.25
+    assert made_with["full_action_space"] is False and made_with["frameskip"] == 1
     # The reset frame fills the whole stack (FrameStackObservation's "reset" padding).
     assert all(np.array_equal(obs[0], obs[i]) for i in range(4))
     spec = env_spec(env.observation_space, env.action_space)

@@ -11,6 +11,7 @@ the CLI entry point, killed with SIGKILL.
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import multiprocessing
 import os
@@ -26,13 +27,17 @@ from qlearn import checkpoint
 from qlearn.cli import main
 from qlearn.train import DQN
 
-TOTAL = 6_000
+TOTAL = 9_000
+CHECKPOINT_INTERVAL = 250
+EVAL_INTERVAL = 3_000
+NUM_KILLS = 11
 SETTINGS = [
-    "checkpoint_interval=500",
-    "eval_interval=2000",
+    f"checkpoint_interval={CHECKPOINT_INTERVAL}",
+    f"eval_interval={EVAL_INTERVAL}",
     "eval_episodes=2",
     "hidden_sizes=[32]",
     "learning_starts=500",
+    "train_interval=16",  # few updates: the test is about files, not learning
     "buffer_size=10000",
     "batch_size=32",
 ]
@@ -138,15 +143,25 @@ def test_sigterm_and_sigint_save_a_checkpoint_and_exit_with_one_error_line(
 # ---------------------------------------------------------------------- SIGKILL
 
 
+def newest_step(run: Path) -> int:
+    """The step of the newest periodic checkpoint directory (by name; no checks)."""
+    dirs = checkpoint.checkpoint_dirs(run)
+    return int(dirs[-1].name[len(checkpoint.CHECKPOINT_PREFIX) :]) if dirs else 0
+
+
 def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
-    """Eleven training processes killed with SIGKILL after seeded random delays, each resumed
-    from the newest complete checkpoint; then one more that runs to the end."""
+    """Eleven training processes killed with SIGKILL at seeded random moments, each resumed
+    from the newest complete checkpoint; then one more that runs to the end.
+
+    Each process is killed at a random point of a checkpoint period (measured on this machine
+    as the time between its first two new checkpoints), so some kills land while a checkpoint
+    is being written, and each cycle makes progress on fast and slow machines alike.
+    """
     ctx = multiprocessing.get_context("forkserver")
     # torch._dynamo is imported lazily by the first optimizer state_dict: seconds per child.
     ctx.set_forkserver_preload(["qlearn.cli", "qlearn.train", "torch._dynamo"])
     rng = random.Random(20_240_605)
     run = tmp_path / "run"
-    config = run / "config.toml"
     kills = 0
     start_steps = []
 
@@ -163,27 +178,28 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
         proc.start()
         return proc
 
-    while kills < 11:
-        before = config.stat().st_ino if config.exists() else None
+    while kills < NUM_KILLS:
         proc = start()
-        # Training has begun once the run dir is prepared (config.toml is rewritten).
-        wait_for(
-            lambda before=before, proc=proc: (
-                (config.exists() and config.stat().st_ino != before) or not proc.is_alive()
-            ),
-            timeout=120,
-            what="training to start",
-        )
-        time.sleep(rng.uniform(0.0, 1.5))
-        if not proc.is_alive():
-            break  # it finished before the kill
+        marks = []
+        for _ in range(2):  # two new checkpoints: training runs, and one period is timed
+            step = newest_step(run) if marks else start_steps[-1]
+            wait_for(
+                lambda step=step, proc=proc: newest_step(run) > step or not proc.is_alive(),
+                timeout=120,
+                what="a new checkpoint",
+            )
+            marks.append(time.monotonic())
+        time.sleep(rng.uniform(0.0, marks[1] - marks[0]))
+        assert proc.is_alive(), "training finished before the kill; raise TOTAL"
         os.kill(proc.pid, signal.SIGKILL)
         proc.join(30)
         assert proc.exitcode == -signal.SIGKILL
         kills += 1
+        if os.environ.get("QLEARN_CRASH_DEBUG"):
+            left = [p.name for p in run.rglob(".*")]
+            print(f"kill {kills}: newest checkpoint {newest_step(run)}, temporaries {left}")
         check_run_files(run)
 
-    assert kills >= 10, f"training finished after only {kills} kills; raise TOTAL"
     proc = start()
     proc.join(300)
     assert proc.exitcode == 0
@@ -193,12 +209,12 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
     assert checkpoint.read_meta(run / "final")["counters"]["step"] == TOTAL
     latest = checkpoint.latest_checkpoint(run)
     assert latest is not None and latest.name == f"step_{TOTAL:010d}"
-    assert start_steps == sorted(start_steps)
+    assert all(a < b for a, b in itertools.pairwise(start_steps))
     assert not [p.name for p in run.rglob(".*") if p.name != ".write-test"]  # no temporaries
 
     # The logs continue across eleven kills with no duplicated and no missing rows.
     assert read_steps(run / "train.csv") == list(range(1_000, TOTAL + 1, 1_000))
-    assert read_steps(run / "evals.csv") == list(range(2_000, TOTAL + 1, 2_000))
+    assert read_steps(run / "evals.csv") == list(range(EVAL_INTERVAL, TOTAL + 1, EVAL_INTERVAL))
     with open(run / "episodes.csv", newline="", encoding="utf-8") as f:
         episodes = list(csv.DictReader(f))
     steps = [int(r["step"]) for r in episodes]

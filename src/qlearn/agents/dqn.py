@@ -201,7 +201,8 @@ class DQNAgent:
 
     # ------------------------------------------------------------------ learning
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(array).to(self.device, non_blocking=True)
+        tensor = torch.from_numpy(array)
+        return tensor if self.device.type == "cpu" else tensor.to(self.device, non_blocking=True)
 
     def update(self, beta: float = 1.0) -> dict[str, float]:
         """One gradient step on a sampled mini-batch.
@@ -264,16 +265,21 @@ class DQNAgent:
         rewards = self._tensor(batch.rewards)
         terminated = self._tensor(batch.terminated)
         discounts = self._tensor(batch.discounts)
-        out = self.q_net(obs)
         rows = torch.arange(len(actions), device=self.device)
 
         if c.distributional == "none":
+            if c.double_q:
+                # One pass over obs and next_obs together: half the forward calls.
+                both = self.q_net(torch.cat([obs, next_obs]))
+                out, next_online = both[: len(actions)], both[len(actions) :].detach()
+            else:
+                out = self.q_net(obs)
             q_taken = out[rows, actions]  # (batch,)
             with torch.no_grad():
                 next_target = self.target_net(next_obs)  # (batch, num_actions)
                 if c.double_q:
                     target = targets.double_q_target(
-                        rewards, discounts, terminated, self.q_net(next_obs), next_target
+                        rewards, discounts, terminated, next_online, next_target
                     )
                 else:
                     target = targets.td_target(rewards, discounts, terminated, next_target)
@@ -283,6 +289,7 @@ class DQNAgent:
                 per_sample = nn.functional.mse_loss(q_taken, target, reduction="none")
             return per_sample, q_taken, (q_taken - target).detach().abs()
 
+        out = self.q_net(obs)
         with torch.no_grad():
             next_out = self.target_net(next_obs)  # (batch, num_actions, num_atoms)
             chooser = self.q_net(next_obs) if c.double_q else next_out

@@ -5,9 +5,9 @@ picks one step budget per game that the slowest algorithm finishes in --minutes;
 budget before training. Every run writes a run dir (logs, evals, final model), a learning-curve
 PNG, and one line of results/minatar.json; one PNG per game compares the greedy evaluations.
 
-    .venv/bin/python benchmarks/minatar.py --games Breakout,SpaceInvaders --seeds 0
-    .venv/bin/python benchmarks/minatar.py --steps 200000 --jobs 2
-    .venv/bin/python benchmarks/minatar.py --quick        # smoke test, about a minute
+    .venv/bin/python benchmarks/minatar_learning.py --games Breakout,SpaceInvaders --seeds 0
+    .venv/bin/python benchmarks/minatar_learning.py --steps 200000 --jobs 2
+    .venv/bin/python benchmarks/minatar_learning.py --quick        # smoke test, about a minute
 """
 
 from __future__ import annotations
@@ -18,16 +18,12 @@ import dataclasses
 import json
 import multiprocessing
 import os
-import sys
 import time
 from pathlib import Path
 
-# This script shares its name with the `minatar` package: keep its folder off the import path,
-# or `import minatar` would import this file.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+import numpy as np
 
-import numpy as np  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 RESULTS = HERE / "results"
 PRESETS = {"dqn": "minatar", "rainbow": "minatar_rainbow"}
@@ -43,6 +39,7 @@ class Run:
     num_evals: int
     run_dir: str
     tag: str  # prefix of the output files: minatar, or minatar_quick for --quick
+    skip_trained: bool  # load a run dir's final model instead of training again
 
     @property
     def env_id(self) -> str:
@@ -76,20 +73,19 @@ def measure_sps(game: str, algo: str, probe_steps: int) -> float:
 
 def random_returns(env_id: str, episodes: int, seed: int) -> list[float]:
     from qlearn.envs import make_env
-    from qlearn.train import evaluate_policy
+    from qlearn.train import run_episodes
 
     env = make_env(env_id)
     num_actions = int(env.action_space.n)  # type: ignore[attr-defined]
     rng = np.random.default_rng(seed)
-    result = evaluate_policy(
-        env, lambda obs: rng.integers(num_actions, size=len(obs)), episodes, seed
-    )
+    result = run_episodes(env, lambda obs: int(rng.integers(num_actions)), episodes, seed)
     env.close()
-    return list(result.returns)
+    return [float(r) for r in result.returns]
 
 
 def train_one(run: Run) -> dict:
-    """Train, evaluate greedily and against a random policy on the same seeds, plot."""
+    """Train (or load a finished run), evaluate greedily and a random policy on the same
+    seeds, plot."""
     import torch
 
     from qlearn import DQN
@@ -97,10 +93,15 @@ def train_one(run: Run) -> dict:
 
     torch.set_num_threads(1)
     config = config_for(run.algo, run.steps, run.seed, run.eval_episodes, run.num_evals)
-    agent = DQN(run.env_id, config, run_dir=run.run_dir)
-    start = time.perf_counter()
-    agent.learn()
-    train_time = time.perf_counter() - start
+    if run.skip_trained and (Path(run.run_dir) / "final").exists():
+        agent = DQN.load(Path(run.run_dir) / "final")
+        if agent.counters.step != run.steps:
+            raise SystemExit(f"{run.run_dir} ran {agent.counters.step} steps, not {run.steps}")
+    else:
+        agent = DQN(run.env_id, config, run_dir=run.run_dir)
+        agent.learn()
+    # Wall time of the training loop, periodic evaluations included.
+    train_time = agent.counters.wall_time
     eval_seed = 10_000 + run.seed
     final = agent.evaluate(run.eval_episodes, seed=eval_seed)
     random = random_returns(run.env_id, run.eval_episodes, eval_seed)
@@ -111,9 +112,9 @@ def train_one(run: Run) -> dict:
         "learning_starts": config.learning_starts,
         "train_time_s": round(train_time, 1),
         "steps_per_s": round(run.steps / train_time, 1),
-        "final_mean": final.mean,
-        "final_std": final.std,
-        "final_returns": list(final.returns),
+        "final_mean": final.mean_return,
+        "final_std": final.std_return,
+        "final_returns": [float(r) for r in final.returns],
         "random_mean": float(np.mean(random)),
         "random_std": float(np.std(random)),
         "curve_png": str(curve.relative_to(RESULTS.parent.parent)),
@@ -165,6 +166,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (one core each)")
     parser.add_argument("--runs-dir", default="runs/bench_minatar")
     parser.add_argument("--quick", action="store_true", help="smoke test: 1,500 steps")
+    parser.add_argument(
+        "--skip-trained", action="store_true", help="evaluate run dirs that hold a final model"
+    )
     args = parser.parse_args()
     if args.quick:
         args.steps, args.eval_episodes, args.num_evals = 1_500, 2, 2
@@ -198,6 +202,7 @@ def main() -> None:
             args.num_evals,
             f"{args.runs_dir}/{game}_{algo}_s{seed}",
             tag,
+            args.skip_trained,
         )
         for game in games
         for seed in seeds

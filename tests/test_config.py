@@ -1,0 +1,410 @@
+"""Configs: every invalid value, key, `--set` string or TOML file raises ConfigError naming the
+key; every valid config round-trips through dicts, JSON, TOML files and `--set` strings.
+
+The property tests generate inputs with hypothesis; any exception other than ConfigError, or a
+key that is accepted but not applied, fails them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import types
+import typing
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+import pytest
+import tomli_w
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
+
+from qlearn.config import (
+    MAX_SEED,
+    MAX_TORCH_THREADS,
+    DQNConfig,
+    TabularConfig,
+    coerce,
+    parse_override,
+    read_toml,
+)
+from qlearn.errors import ConfigError
+
+FIELDS = DQNConfig.field_types()
+DEFAULT = DQNConfig()
+PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# Allowed ranges: (low, high, low_open, high_open); None is unbounded.
+BOUNDS: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "total_steps": (1, None, False, False),
+    "noisy_sigma": (0, None, False, False),
+    "num_atoms": (2, None, False, False),
+    "learning_rate": (0, None, True, False),
+    "adam_eps": (0, None, True, False),
+    "gamma": (0, 1, False, False),
+    "max_grad_norm": (0, None, True, False),
+    "n_step": (1, 255, False, False),
+    "buffer_size": (1, None, False, False),
+    "batch_size": (1, None, False, False),
+    "learning_starts": (0, None, False, False),
+    "train_interval": (1, None, False, False),
+    "gradient_steps": (1, None, False, False),
+    "per_alpha": (0, 1, False, False),
+    "per_beta_start": (0, 1, False, False),
+    "per_eps": (0, None, True, False),
+    "target_update_interval": (1, None, False, False),
+    "tau": (0, 1, True, False),
+    "epsilon_start": (0, 1, False, False),
+    "epsilon_end": (0, 1, False, False),
+    "exploration_fraction": (0, 1, True, False),
+    "temperature": (0, None, True, False),
+    "num_envs": (1, None, False, False),
+    "frame_stack": (1, None, False, False),
+    "seed": (0, MAX_SEED, False, False),
+    "torch_threads": (1, MAX_TORCH_THREADS, False, False),
+    "eval_interval": (0, None, False, False),
+    "eval_episodes": (1, None, False, False),
+    "checkpoint_interval": (0, None, False, False),
+    "v_min": (None, None, False, False),
+    "v_max": (None, None, False, False),
+}
+# A value can be refused because of another field: the message then names that one.
+RELATED = {
+    "epsilon_start": {"epsilon_end"},
+    "epsilon_end": {"epsilon_start"},
+    "v_min": {"v_max"},
+    "v_max": {"v_min"},
+    "hidden_sizes": {"hidden_sizes entry"},
+}
+
+
+def _base_type(tp: Any) -> Any:
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        return next(a for a in get_args(tp) if a is not type(None))
+    return tp
+
+
+def valid_values(name: str) -> st.SearchStrategy[Any]:
+    """Values of field `name` that pass its own checks."""
+    tp = FIELDS[name]
+    base = _base_type(tp)
+    if get_origin(base) is typing.Literal:
+        strategy: st.SearchStrategy[Any] = st.sampled_from(get_args(base))
+    elif get_origin(base) is tuple:
+        strategy = st.lists(st.integers(1, 4096), min_size=1, max_size=4).map(tuple)
+    elif base is bool:
+        strategy = st.booleans()
+    elif base is str:
+        strategy = st.text(min_size=1, max_size=12)
+    elif base is int:
+        low, high, _, _ = BOUNDS[name]
+        strategy = st.integers(int(low), int(high) if high is not None else 2**70)
+    else:
+        low, high, low_open, high_open = BOUNDS[name]
+        strategy = st.floats(
+            low, high, exclude_min=low_open, exclude_max=high_open, allow_nan=False
+        ).filter(math.isfinite)
+    return st.one_of(st.none(), strategy) if base is not tp else strategy
+
+
+@st.composite
+def valid_configs(draw: st.DrawFn) -> DQNConfig:
+    kwargs = {}
+    for name in draw(st.sets(st.sampled_from(sorted(FIELDS)))):
+        kwargs[name] = draw(valid_values(name))
+    start = kwargs.get("epsilon_start", DEFAULT.epsilon_start)
+    end = kwargs.get("epsilon_end", DEFAULT.epsilon_end)
+    if end > start:
+        kwargs["epsilon_start"], kwargs["epsilon_end"] = end, start
+    low, high = kwargs.get("v_min", DEFAULT.v_min), kwargs.get("v_max", DEFAULT.v_max)
+    assume(low != high)
+    kwargs["v_min"], kwargs["v_max"] = min(low, high), max(low, high)
+    return DQNConfig(**kwargs)
+
+
+def toml_literal(value: Any) -> str:
+    """How a value is written on the right of `key = ` in TOML (and in `--set key=value`)."""
+    if value is None:
+        return '"none"'
+    return tomli_w.dumps({"v": value})[len("v = ") :].strip()
+
+
+# Anything a TOML file or a hand-written dict could hold.
+toml_scalars = st.one_of(
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(),
+    st.text(max_size=8),
+    st.dates(),
+)
+any_values = st.recursive(
+    toml_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=2)
+    ),
+    max_leaves=6,
+)
+
+
+def assert_names_key(exc: ConfigError, *keys: str) -> None:
+    """The message names one of `keys` (or a field they conflict with)."""
+    message = str(exc)
+    names = set(keys).union(*(RELATED.get(k, set()) for k in keys))
+    assert any(f"{n} = " in message or f"{n!r}" in message for n in names), message
+
+
+def assert_applied(config: DQNConfig, key: str, value: Any) -> None:
+    """The accepted value took effect: the config holds exactly the coerced value."""
+    assert getattr(config, key) == coerce(key, value, FIELDS[key])
+
+
+# ---------------------------------------------------------------------- round trips
+
+
+@PROPERTY
+@given(valid_configs())
+def test_dict_and_json_round_trip(config: DQNConfig) -> None:
+    assert DQNConfig.from_dict(config.to_dict()) == config
+    assert DQNConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+@PROPERTY
+@given(config=valid_configs())
+def test_toml_file_round_trip(config: DQNConfig, scratch: Path) -> None:
+    path = scratch / "round_trip.toml"
+    path.write_text(config.to_toml(), encoding="utf-8")
+    assert DQNConfig.from_toml(path) == config
+    # Over a different base: every field is in the file, so the base does not leak through.
+    other = DQNConfig(gamma=0.5, max_grad_norm=None, epsilon_end=0.0, hidden_sizes=(7,))
+    assert DQNConfig.from_toml(path, base=other) == config
+
+
+@PROPERTY
+@given(valid_configs())
+def test_set_overrides_round_trip(config: DQNConfig) -> None:
+    overrides = [f"{k}={toml_literal(v)}" for k, v in config.to_dict().items()]
+    assert DEFAULT.with_overrides(overrides) == config
+
+
+@PROPERTY
+@given(st.sampled_from(sorted(FIELDS)).flatmap(lambda k: st.tuples(st.just(k), valid_values(k))))
+def test_one_valid_value_is_applied(item: tuple[str, Any]) -> None:
+    key, value = item
+    try:
+        config = DEFAULT.with_overrides([f"{key}={toml_literal(value)}"])
+    except ConfigError as exc:  # only a conflict with another field's default may refuse it
+        assert key in RELATED, exc
+        assert_names_key(exc, key)
+        return
+    assert getattr(config, key) == value
+
+
+# ---------------------------------------------------------------------- invalid input
+
+
+@PROPERTY
+@given(st.sampled_from(sorted(FIELDS)), any_values)
+@example("gamma", float("nan"))
+@example("v_min", float("-inf"))
+@example("hidden_sizes", [])
+@example("max_grad_norm", "null")
+@example("total_steps", True)
+@example("seed", 2**64)
+@example("torch_threads", 10**6)
+def test_any_value_for_a_known_key(key: str, value: Any) -> None:
+    try:
+        config = DQNConfig.from_dict({key: value})
+    except ConfigError as exc:
+        assert_names_key(exc, key)
+        return
+    assert_applied(config, key, value)
+
+
+@PROPERTY
+@given(st.dictionaries(st.text(max_size=12), any_values, max_size=3))
+def test_unknown_keys_are_refused(data: dict[str, Any]) -> None:
+    unknown = [k for k in data if k not in FIELDS]
+    try:
+        config = DQNConfig.from_dict(data)
+    except ConfigError as exc:
+        assert_names_key(exc, *data)
+        return
+    assert not unknown
+    for key, value in data.items():
+        assert_applied(config, key, value)
+
+
+@pytest.mark.parametrize("data", [None, [("gamma", 0.5)], "gamma=0.5", 3, {1: 2}, {None: 0}])
+def test_not_a_table(data: Any) -> None:
+    with pytest.raises(ConfigError, match=r"must be a table|unknown key"):
+        DQNConfig.from_dict(data)
+
+
+override_texts = st.one_of(
+    st.text(max_size=30),
+    st.builds(
+        lambda k, v: f"{k}={v}",
+        st.one_of(st.sampled_from(sorted(FIELDS)), st.text(max_size=8)),
+        st.one_of(st.text(max_size=20), any_values.map(lambda v: repr(v))),
+    ),
+)
+
+
+@PROPERTY
+@given(override_texts)
+@example("gamma=0.5\ntotal_steps=5")
+@example("gamma=0.5 # a comment")
+@example("hidden_sizes=[64, 64")
+@example("total_steps=" + "9" * 5_000)
+@example("device=")
+@example(" = 1")
+def test_any_set_string(text: str) -> None:
+    try:
+        config = DEFAULT.with_overrides([text])
+    except ConfigError as exc:
+        message = str(exc)
+        key = text.partition("=")[0].strip()
+        if "=" in text and key:
+            assert_names_key(exc, key)
+            assert key in FIELDS or f"unknown key {key!r} in --set" in message
+        else:
+            assert "is malformed; expected key=value" in message
+        return
+    key, value = parse_override(text)
+    assert key in FIELDS
+    assert_applied(config, key, value)
+
+
+@PROPERTY
+@given(
+    data=st.dictionaries(
+        st.one_of(st.sampled_from(sorted(FIELDS)), st.text(min_size=1, max_size=8)),
+        any_values,
+        max_size=4,
+    )
+)
+def test_any_toml_file(data: dict[str, Any], scratch: Path) -> None:
+    path = scratch / "any.toml"
+    path.write_text(tomli_w.dumps(data), encoding="utf-8")
+    try:
+        config = DQNConfig.from_toml(path)
+    except ConfigError as exc:
+        assert_names_key(exc, *data)
+        return
+    for key, value in data.items():  # every key applied, none ignored
+        assert key in FIELDS
+        assert_applied(config, key, value)
+
+
+@PROPERTY
+@given(
+    text=st.one_of(st.text(max_size=60), st.binary(max_size=60).map(lambda b: b.decode("latin-1")))
+)
+@example(text="gamma = 0.5\ngamma = 0.6")
+@example(text="[network]\nkind = 1")
+@example(text="total_steps = " + "9" * 5_000)
+def test_any_toml_text(text: str, scratch: Path) -> None:
+    path = scratch / "text.toml"
+    path.write_text(text, encoding="utf-8")
+    with contextlib.suppress(ConfigError):  # any outcome but another exception type
+        DQNConfig.from_toml(path)
+
+
+@PROPERTY
+@given(data=st.binary(max_size=40))
+def test_any_toml_bytes(data: bytes, scratch: Path) -> None:
+    path = scratch / "bytes.toml"
+    path.write_bytes(data)
+    try:
+        read_toml(path)
+    except ConfigError as exc:
+        assert str(path) in str(exc)
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("config")
+
+
+# ---------------------------------------------------------------------- found by the above
+
+
+def test_override_with_a_newline_sets_no_other_key() -> None:
+    """`--set 'gamma=0.5\\ntotal_steps=5'` used to set gamma and silently drop total_steps."""
+    with pytest.raises(ConfigError, match=r"gamma = '0.5\\ntotal_steps=5' is invalid"):
+        DEFAULT.with_overrides(["gamma=0.5\ntotal_steps=5"])
+
+
+def test_none_survives_toml_when_the_default_is_not_none(tmp_path: Path) -> None:
+    """max_grad_norm = None (no clipping) used to come back from TOML as the default 10.0."""
+    path = tmp_path / "c.toml"
+    path.write_text(DQNConfig(max_grad_norm=None).to_toml())
+    assert DQNConfig.from_toml(path).max_grad_norm is None
+    # Where None is the default, the key is still left out.
+    assert "max_episode_steps" not in TabularConfig().to_toml()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"v_min": math.nan}, "v_min = nan is out of range"),
+        ({"v_min": -math.inf, "v_max": math.inf}, "v_min = -inf is out of range"),
+        ({"torch_threads": 10**6}, "torch_threads = 1000000 is out of range"),
+        ({"seed": 2**64}, "seed = 18446744073709551616 is out of range"),
+        ({"seed": -1}, "seed = -1 is out of range"),
+    ],
+)
+def test_values_that_crashed_later_are_refused(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        DQNConfig(**changes)
+
+
+def test_overlong_integers(tmp_path: Path) -> None:
+    digits = "9" * 5_000  # more than Python converts from text
+    with pytest.raises(ConfigError, match="total_steps = '9999"):
+        DEFAULT.with_overrides([f"total_steps={digits}"])
+    path = tmp_path / "c.toml"
+    path.write_text(f"total_steps = {digits}\n")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        DQNConfig.from_toml(path)
+
+
+def test_config_path_that_cannot_be_read(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match=r"cannot be read \(Not a directory\)"):
+        read_toml(tmp_path / "file" / "c.toml")
+
+
+def test_messages_name_the_key_and_what_is_allowed() -> None:
+    with pytest.raises(ConfigError, match=r"unknown key 'gama' in --set; did you mean 'gamma'\?"):
+        DEFAULT.with_overrides(["gama=0.5"])
+    with pytest.raises(
+        ConfigError, match=r"max_grad_norm = 'x' is invalid; allowed: a number or none"
+    ):
+        DQNConfig.from_dict({"max_grad_norm": "x"})
+    with pytest.raises(
+        ConfigError, match=r"loss = 'l1' is invalid; allowed: one of 'huber', 'mse'"
+    ):
+        DQNConfig.from_dict({"loss": "l1"})
+    with pytest.raises(
+        ConfigError, match=r"epsilon_end = 0.05 is out of range; allowed: \[0, 0.01\]"
+    ):
+        DQNConfig(epsilon_start=0.01)
+
+
+def test_tabular_config_round_trips(tmp_path: Path) -> None:
+    config = TabularConfig(max_episode_steps=50, alpha=0.3, epsilon_decay="exponential")
+    assert TabularConfig.from_dict(config.to_dict()) == config
+    path = tmp_path / "t.toml"
+    path.write_text(config.to_toml())
+    assert TabularConfig.from_toml(path) == config
+    assert TabularConfig().with_overrides(["max_episode_steps=none"]).max_episode_steps is None
+
+
+def test_dataclass_fields_all_covered() -> None:
+    numeric = {
+        f.name for f in dataclasses.fields(DQNConfig) if _base_type(FIELDS[f.name]) in (int, float)
+    }
+    assert numeric == set(BOUNDS)

@@ -1,0 +1,80 @@
+"""The DQN and exploration examples run in quick mode and print (or draw) what they promise."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def run_example(name: str, *args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def final_mean_return(out: str) -> float:
+    match = re.search(r"final greedy evaluation over \d+ episodes: mean return (-?[\d.]+)", out)
+    assert match, out
+    return float(match.group(1))
+
+
+@pytest.mark.slow
+def test_cartpole_example_shows_the_network_and_its_evaluation(tmp_path: Path) -> None:
+    # Quick mode through the environment variable; the other tests use --quick.
+    out = run_example("05_dqn_cartpole.py", cwd=tmp_path, env={"QLEARN_QUICK": "1"})
+    assert "QNetwork(" in out
+    assert "Linear(in_features=4, out_features=64" in out
+    assert "Linear(in_features=64, out_features=64" in out
+    assert "Linear(in_features=64, out_features=2" in out
+    assert "4610 parameters in each network" in out  # (4*64+64) + (64*64+64) + (64*2+2)
+    assert len(re.findall(r"step +\d+: greedy mean return", out)) == 5
+    steps, copies = re.search(r"trained (\d+) steps .*?, (\d+) target copies", out).groups()
+    assert int(copies) == int(steps) // 100
+    assert 8 <= final_mean_return(out) <= 500  # CartPole's returns lie in [8, 500]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("Box2D") is None, reason="needs qlearn[box2d]")
+def test_lunarlander_example_checks_the_seeds_network(tmp_path: Path) -> None:
+    out = run_example("06_dqn_lunarlander.py", "--quick", cwd=tmp_path)
+    assert "Linear(in_features=8, out_features=64" in out
+    assert "Linear(in_features=64, out_features=4" in out
+    assert "layers True, parameter shapes True, Adam lr True (0.0001)" in out
+    assert re.search(r"step +\d+: greedy mean return", out)
+    assert -1000 < final_mean_return(out) < 400
+
+
+@pytest.mark.slow
+def test_exploration_example_draws_both_learning_curves(tmp_path: Path) -> None:
+    out = run_example(
+        "07_exploration_comparison.py", "--quick", "--out", "curves.png", cwd=tmp_path
+    )
+    for method in ("epsilon_greedy", "softmax"):
+        match = re.search(
+            rf"{method}: final greedy success rate ([\d.]+) \(per seed: ([^)]*)\)", out
+        )
+        assert match, out
+        assert 0.0 <= float(match.group(1)) <= 1.0
+        assert len(match.group(2).split(",")) == 3  # quick mode: 3 seeds
+    png = tmp_path / "curves.png"
+    assert "wrote curves.png" in out
+    data = png.read_bytes()
+    assert data.startswith(PNG_SIGNATURE)
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert (width, height) == (1100, 420)  # figsize (11, 4.2) at 100 dpi
