@@ -8,6 +8,7 @@ version of this check is tests/train/test_crash_safety.py (a short run, no learn
 
     .venv/bin/python benchmarks/crash_resume.py                # cartpole, 10 kills
     .venv/bin/python benchmarks/crash_resume.py --kills 20 --seed 1
+    .venv/bin/python benchmarks/crash_resume.py --set learning_rate=2.3e-3 --set ...
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 
 from qlearn import checkpoint
+from qlearn.cli.dqn import build_config
 from qlearn.train import DQN
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -71,50 +73,61 @@ def steps_of(path: Path) -> list[int]:
         return [int(r["step"]) for r in csv.DictReader(f)]
 
 
+def newest_step(run: Path) -> int:
+    """Step of the newest periodic checkpoint directory, by name (cheap enough to poll)."""
+    dirs = checkpoint.checkpoint_dirs(run)
+    return int(dirs[-1].name[len(checkpoint.CHECKPOINT_PREFIX) :]) if dirs else 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="cartpole", choices=sorted(TARGETS))
     parser.add_argument("--kills", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the kill delays")
-    parser.add_argument("--min-delay", type=float, default=2.0, help="seconds after start")
-    parser.add_argument("--max-delay", type=float, default=12.0)
-    parser.add_argument("--checkpoint-interval", type=int, default=2_000)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
+    parser.add_argument("--checkpoint-interval", type=int, default=1_000)
     parser.add_argument("--run-dir", type=Path, default=None, help="default: a temporary dir")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="key=value for the preset"
+    )
     args = parser.parse_args()
 
     env_id, target = TARGETS[args.preset]
+    settings = [f"checkpoint_interval={args.checkpoint_interval}", *args.overrides]
+    total = build_config(args.preset, None, settings).total_steps
     rng = random.Random(args.seed)
+    # Kill moments spread over the whole run: once training passes each of these steps, a
+    # random fraction of a checkpoint period later (so some kills land mid-write).
+    kill_steps = sorted(int(rng.uniform(0.02, 0.98) * total) for _ in range(args.kills))
     tmp = Path(tempfile.mkdtemp(prefix="crash_resume_"))
     run = args.run_dir or tmp / "run"
-    fresh = [
-        "train",
-        env_id,
-        "--preset",
-        args.preset,
-        "--run-dir",
-        str(run),
-        "--no-progress",
-        "--set",
-        f"checkpoint_interval={args.checkpoint_interval}",
-    ]
+    fresh = ["train", env_id, "--preset", args.preset, "--run-dir", str(run), "--no-progress"]
+    for setting in settings:
+        fresh += ["--set", setting]
     resume = ["train", "--resume", str(run), "--no-progress"]
     log = []
     t0 = time.perf_counter()
+    period = 2.0  # seconds per checkpoint interval; measured as training goes
     kills = 0
-    while kills < args.kills:
+    for kill_step in kill_steps:
         config = run / "config.toml"
         before = config.stat().st_ino if config.exists() else None
         argv = resume if checkpoint.latest_checkpoint(run) is not None else fresh
         start_step = check_run(run) if argv is resume else 0
-        proc = subprocess.Popen(
-            qlearn_command() + argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-        )
+        err_path = tmp / f"stderr_{kills + 1}.txt"
+        with open(err_path, "w", encoding="utf-8") as err:
+            proc = subprocess.Popen(qlearn_command() + argv, stdout=subprocess.DEVNULL, stderr=err)
         wait_for_training(run, proc, before)
-        delay = rng.uniform(args.min_delay, args.max_delay)
+        seen, seen_at = newest_step(run), time.monotonic()
+        while proc.poll() is None and seen < kill_step:
+            time.sleep(0.05)
+            if newest_step(run) != seen:
+                if seen > start_step:  # a full interval between two new checkpoints
+                    period = time.monotonic() - seen_at
+                seen, seen_at = newest_step(run), time.monotonic()
+        delay = rng.uniform(0.0, period)
         time.sleep(delay)
         if proc.poll() is not None:
-            print(f"training finished before kill {kills + 1}; use longer runs or shorter delays")
-            break
+            raise SystemExit(f"training ended before kill {kills + 1}: {err_path.read_text()}")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         kills += 1
@@ -124,14 +137,16 @@ def main() -> None:
             {
                 "kill": kills,
                 "resumed_from": start_step,
-                "delay_s": round(delay, 2),
+                "kill_after_step": kill_step,
+                "extra_delay_s": round(delay, 2),
                 "newest_checkpoint": reached,
                 "left_temporaries": temporaries,
             }
         )
         print(
-            f"kill {kills:2d}: started at step {start_step:6d}, killed after {delay:5.2f}s, "
-            f"newest checkpoint {reached:6d}, temporaries left: {temporaries or 'none'}",
+            f"kill {kills:2d}: resumed at step {start_step:6d}, killed {delay:4.2f}s after "
+            f"passing step {kill_step:6d}; newest checkpoint {reached:6d}, temporaries left: "
+            f"{temporaries or 'none'}",
             flush=True,
         )
 
@@ -172,6 +187,7 @@ def main() -> None:
     record = {
         "preset": args.preset,
         "seed": args.seed,
+        "overrides": args.overrides,
         "kills": log,
         "final_step": final_step,
         "total_steps": total,
@@ -180,11 +196,11 @@ def main() -> None:
         "solved": solved,
         "wall_s": wall,
     }
-    out_path = RESULTS / f"crash_resume_{args.preset}_seed{args.seed}.json"
+    suffix = "_overridden" if args.overrides else ""
+    out_path = RESULTS / f"crash_resume_{args.preset}{suffix}_seed{args.seed}.json"
     out_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
     print(f"wrote {out_path}")
-    if args.run_dir is None:
-        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)
     if not solved:
         sys.exit(1)
 

@@ -28,10 +28,15 @@ def run_example(name: str, *args: str, cwd: Path, env: dict[str, str] | None = N
     return proc.stdout
 
 
-def final_mean_return(out: str) -> float:
-    match = re.search(r"final greedy evaluation over \d+ episodes: mean return (-?[\d.]+)", out)
-    assert match, out
-    return float(match.group(1))
+def final_mean_returns(out: str) -> dict[str, float]:
+    """{"last network": mean return, "best checkpoint": mean return} from the closing lines."""
+    pattern = (
+        r"final greedy evaluation over \d+ episodes, (last network|best checkpoint): "
+        r"mean return (-?[\d.]+)"
+    )
+    found = {name: float(value) for name, value in re.findall(pattern, out)}
+    assert set(found) == {"last network", "best checkpoint"}, out
+    return found
 
 
 @pytest.mark.slow
@@ -46,7 +51,9 @@ def test_cartpole_example_shows_the_network_and_its_evaluation(tmp_path: Path) -
     assert len(re.findall(r"step +\d+: greedy mean return", out)) == 5
     steps, copies = re.search(r"trained (\d+) steps .*?, (\d+) target copies", out).groups()
     assert int(copies) == int(steps) // 100
-    assert 8 <= final_mean_return(out) <= 500  # CartPole's returns lie in [8, 500]
+    for mean_return in final_mean_returns(out).values():
+        assert 8 <= mean_return <= 500  # CartPole's returns lie in [8, 500]
+    assert (tmp_path / "runs" / "05_dqn_cartpole" / "best" / "meta.json").is_file()
 
 
 @pytest.mark.slow
@@ -57,7 +64,9 @@ def test_lunarlander_example_checks_the_seeds_network(tmp_path: Path) -> None:
     assert "Linear(in_features=64, out_features=4" in out
     assert "layers True, parameter shapes True, Adam lr True (0.0001)" in out
     assert re.search(r"step +\d+: greedy mean return", out)
-    assert -1000 < final_mean_return(out) < 400
+    for mean_return in final_mean_returns(out).values():
+        assert -1000 < mean_return < 400
+    assert (tmp_path / "runs" / "06_dqn_lunarlander" / "best" / "meta.json").is_file()
 
 
 @pytest.mark.slow

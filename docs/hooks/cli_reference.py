@@ -13,11 +13,13 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 MARKER = "<!-- qlearn-cli-help -->"
 PAGE = "cli.md"
 WIDTH = 100
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 # Runs in the subprocess: prints {"": main help, "train": train help, ...} as JSON.
 _COLLECT = """
@@ -43,7 +45,16 @@ print(json.dumps(helps))
 
 def collect_help() -> dict[str, str]:
     """Each command's help text, keyed by command name ("" for `qlearn` itself)."""
-    env = {**os.environ, "TYPER_USE_RICH": "0", "COLUMNS": str(WIDTH), "NO_COLOR": "1"}
+    # src/ first on the path, so the page documents this tree's CLI even where qlearn is not
+    # installed (or an older copy is).
+    path = os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p)
+    env = {
+        **os.environ,
+        "PYTHONPATH": path,
+        "TYPER_USE_RICH": "0",
+        "COLUMNS": str(WIDTH),
+        "NO_COLOR": "1",
+    }
     proc = subprocess.run(
         [sys.executable, "-c", _COLLECT], capture_output=True, text=True, env=env, check=False
     )

@@ -26,7 +26,7 @@ def filled_agent(config: DQNConfig, n: int = 200, seed: int = 0) -> DQNAgent:
 
 def test_loss_matches_hand_computed_td_target() -> None:
     torch.manual_seed(0)
-    agent = filled_agent(DQNConfig(batch_size=8, loss="mse", max_grad_norm=None))
+    agent = filled_agent(DQNConfig(batch_size=8, loss="mse", prioritized=True))
     batch = agent.replay.sample(8, np.random.default_rng(1))
     per_sample, q_taken, priority = agent._loss(batch)
     with torch.no_grad():

@@ -65,6 +65,7 @@ def all_finite(agent: DQN) -> bool:
         (np.inf, "obs", "observation"),
         (np.nan, "reward", "reward"),
         (-np.inf, "reward", "reward"),
+        (1e39, "reward", "reward"),  # finite in float64, inf once stored as float32
     ],
 )
 def test_env_returning_nonfinite_values(value: float, where: str, what: str) -> None:
@@ -97,10 +98,10 @@ def test_vector_env_returning_nan_names_the_env() -> None:
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
-    """Rewards of 1e39 are finite in float64 but overflow the float32 replay to inf; the loss
+    """Rewards of 1e30 are finite in float32, but their squared TD error is not: the MSE loss
     turns inf, training stops, and the checkpoints written before are intact."""
-    env = Spoil(gym.make("CartPole-v1"), at=700, value=1e39, where="scale")
-    agent = DQN(env, SMALL.replace(checkpoint_interval=250), run_dir=tmp_path)
+    env = Spoil(gym.make("CartPole-v1"), at=700, value=1e30, where="scale")
+    agent = DQN(env, SMALL.replace(checkpoint_interval=250, loss="mse"), run_dir=tmp_path)
     with pytest.raises(TrainingError, match=r"non-finite loss \((inf|nan)\) at update \d+; "):
         agent.learn()
     failed_at = agent.counters.step
@@ -115,8 +116,8 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path)
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 def test_skip_mode_skips_nonfinite_updates_with_a_warning() -> None:
-    env = Spoil(gym.make("CartPole-v1"), at=700, value=1e39, where="scale")
-    agent = DQN(env, SMALL.replace(on_nonfinite="skip"))
+    env = Spoil(gym.make("CartPole-v1"), at=700, value=1e30, where="scale")
+    agent = DQN(env, SMALL.replace(on_nonfinite="skip", loss="mse"))
     with pytest.warns(RuntimeWarning, match=r"skipped an update: non-finite loss"):
         agent.learn()
     assert agent.counters.step == SMALL.total_steps

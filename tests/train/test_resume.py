@@ -231,6 +231,11 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path: Path) -> None
     resumed.learn()
     assert resumed.counters.step == TOTAL
     assert (run / "final").is_dir()
+    # Periodic checkpoints every checkpoint_interval steps; the newest two are kept.
+    assert [p.name for p in checkpoint.checkpoint_dirs(run)] == [
+        f"step_{TOTAL - CFG.checkpoint_interval:010d}",
+        f"step_{TOTAL:010d}",
+    ]
     assert_logs_continuous(run, TOTAL, HALF)
 
 

@@ -9,6 +9,7 @@ and distributional heads (`distributional = "c51" | "qr"`). The env interaction 
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from typing import Any
 
@@ -82,15 +83,23 @@ class DQNAgent:
         )
         self.taus = (torch.arange(self.num_atoms, device=self.device) + 0.5) / self.num_atoms
 
-        obs_shape, obs_dtype = self.encoder.storage()
-        self.replay = self._make_replay(obs_shape, obs_dtype)
+        self._replay: ReplayBuffer | None = None
 
         self.num_updates = 0
+        self._rows = torch.arange(config.batch_size, device=self.device)
         self._params = list(self.q_net.parameters())
         self._target_params = list(self.target_net.parameters())
         self._fast_act = self._numpy_policy()
 
     # ------------------------------------------------------------------ construction
+    @property
+    def replay(self) -> ReplayBuffer:
+        """The replay buffer, allocated on first use: an agent loaded only to act or evaluate
+        never pays for (or is refused) a buffer sized for training."""
+        if self._replay is None:
+            self._replay = self._make_replay(*self.encoder.storage())
+        return self._replay
+
     def _make_replay(self, obs_shape: tuple[int, ...], obs_dtype: np.dtype) -> ReplayBuffer:
         c = self.config
         args = (c.buffer_size, obs_shape, obs_dtype, self.num_actions, c.gamma)
@@ -223,13 +232,16 @@ class DQNAgent:
             self.q_net.reset_noise()
             self.target_net.reset_noise()
         loss_per_sample, q_taken, priority = self._loss(batch)
-        weights = self._tensor(batch.weights)
-        loss = (loss_per_sample * weights).mean()
-        if not torch.isfinite(loss):
-            return self._nonfinite(loss.detach())
+        if c.prioritized:
+            loss = (loss_per_sample * self._tensor(batch.weights)).mean()
+        else:
+            loss = loss_per_sample.mean()  # uniform weights: skip the multiply
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            return self._nonfinite(loss_value)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        metrics = {"loss": loss.item(), "q_mean": q_taken.mean().item()}
+        metrics = {"loss": loss_value, "q_mean": q_taken.mean().item()}
         if c.log_grad_norms:
             metrics.update((f"grad_norm/{k}", v) for k, v in layer_grad_norms(self.q_net).items())
         if c.max_grad_norm is not None:
@@ -242,9 +254,9 @@ class DQNAgent:
             )
         return metrics
 
-    def _nonfinite(self, loss: torch.Tensor) -> dict[str, float]:
+    def _nonfinite(self, loss: float) -> dict[str, float]:
         message = (
-            f"non-finite loss ({loss.item()}) at update {self.num_updates}; lower learning_rate, "
+            f"non-finite loss ({loss}) at update {self.num_updates}; lower learning_rate, "
             "check rewards for NaN/inf, or set on_nonfinite='skip'"
         )
         if self.config.on_nonfinite == "error":
@@ -265,7 +277,9 @@ class DQNAgent:
         rewards = self._tensor(batch.rewards)
         terminated = self._tensor(batch.terminated)
         discounts = self._tensor(batch.discounts)
-        rows = torch.arange(len(actions), device=self.device)
+        rows = self._rows
+        if len(actions) != len(rows):
+            rows = torch.arange(len(actions), device=self.device)
 
         if c.distributional == "none":
             if c.double_q:
@@ -287,7 +301,8 @@ class DQNAgent:
                 per_sample = nn.functional.smooth_l1_loss(q_taken, target, reduction="none")
             else:
                 per_sample = nn.functional.mse_loss(q_taken, target, reduction="none")
-            return per_sample, q_taken, (q_taken - target).detach().abs()
+            priority = (q_taken - target).detach().abs() if c.prioritized else per_sample
+            return per_sample, q_taken, priority
 
         out = self.q_net(obs)
         with torch.no_grad():

@@ -76,6 +76,8 @@ def make_env(
         kwargs["render_mode"] = render_mode
     try:
         env = gym.make(env_id, max_episode_steps=max_episode_steps, **kwargs)
+    except ModuleNotFoundError as exc:  # `module:Env-v0` ids import a module first
+        raise EnvError(f"env id {env_id!r}: {exc}") from None
     except gym.error.NameNotFound:
         raise EnvError(f"unknown env id {env_id!r}{_suggest(env_id)}") from None
     except (gym.error.VersionNotFound, gym.error.DeprecatedEnv) as exc:

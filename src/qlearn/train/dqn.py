@@ -42,6 +42,7 @@ RUN_INFO = "run.json"
 BEST = "best"
 FINAL = "final"
 TRAIN_LOG_INTERVAL = 1_000  # env steps between train.csv rows and progress-bar refreshes
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the replay stores rewards as float32
 
 
 class TrainingInterrupted(QlearnError):
@@ -132,6 +133,10 @@ class DQN:
             nothing on disk.
         progress: draw a progress bar on stderr while learning.
         env_kwargs: extra keyword arguments for `gymnasium.make`.
+        lazy_replay: allocate the replay buffer only when learning starts; `load` sets it for
+            agents that only act, so evaluating a big model needs no memory for its buffer.
+            Otherwise the buffer is allocated here, and one too big for the machine is refused
+            before any training.
     """
 
     def __init__(
@@ -142,6 +147,7 @@ class DQN:
         run_dir: str | Path | None = None,
         progress: bool = False,
         env_kwargs: dict[str, Any] | None = None,
+        lazy_replay: bool = False,
     ) -> None:
         self.config = config or DQNConfig()
         self.env_kwargs = dict(env_kwargs or {})
@@ -167,6 +173,8 @@ class DQN:
         _check_device(self.config.device)
         torch.set_num_threads(self.config.torch_threads)
         self.agent = DQNAgent(spec, self.config)
+        if not lazy_replay:
+            _ = self.agent.replay
         self.counters = Counters(total_steps=self.config.total_steps)
         self._eval_env: gym.Env | None = None
         self.last_metrics: dict[str, float] = {}
@@ -266,8 +274,8 @@ class DQN:
             monitor.close()
         if self.run_dir is not None and not run.stopped_early:
             self.save(self.run_dir / FINAL)
-            if c.checkpoint_interval:
-                self.save_checkpoint()
+            if c.checkpoint_interval and self.counters.step % c.checkpoint_interval:
+                self.save_checkpoint()  # unless the last periodic one is already at this step
         return self
 
     def _periodic_eval(self, monitor: Monitor) -> dict[str, float]:
@@ -402,7 +410,14 @@ class DQN:
             )
         if not isinstance(env, str | gym.Env):
             raise CheckpointError(f"checkpoint {str(path)!r} has an invalid env_id {env!r}")
-        self = cls(env, config, run_dir=run_dir, progress=progress, env_kwargs=env_kwargs)
+        self = cls(
+            env,
+            config,
+            run_dir=run_dir,
+            progress=progress,
+            env_kwargs=env_kwargs,
+            lazy_replay=not with_replay,
+        )
         if self.spec != saved_spec:
             raise CheckpointError(
                 f"checkpoint {str(path)!r} was trained on {saved_spec.describe()}, but env "
@@ -512,7 +527,7 @@ class _Run:
             batch[0] = obs
             action = int(agent.act(batch, epsilon)[0])
             next_obs, reward, terminated, truncated, _ = env.step(action)
-            if check_finite and not (math.isfinite(reward) and np.isfinite(next_obs).all()):
+            if check_finite and not (abs(reward) <= FLOAT32_MAX and np.isfinite(next_obs).all()):
                 self._nonfinite(next_obs, reward)
             replay.add_one(obs, action, reward, next_obs, terminated)
             ep_return += float(reward)
@@ -544,8 +559,8 @@ class _Run:
             epsilon = agent.epsilon(counters.step, self.total)
             actions = agent.act(obs, epsilon)
             next_obs, rewards, terminated, truncated, _ = envs.step(actions)
-            if self.check_finite and not math.isfinite(
-                float(next_obs.sum()) + float(rewards.sum())
+            if self.check_finite and not (
+                np.isfinite(next_obs).all() and (np.abs(rewards) <= FLOAT32_MAX).all()
             ):
                 self._nonfinite(next_obs, rewards)
             valid = ~prev_done
@@ -574,9 +589,11 @@ class _Run:
 
     # ------------------------------------------------------------------ bookkeeping
     def _nonfinite(self, next_obs: Any, rewards: Any) -> None:
+        """Raise for a NaN/inf observation, or a reward that is NaN, inf or beyond float32."""
         what = "observation" if not np.isfinite(np.asarray(next_obs)).all() else "reward"
+        name = self.owner.env_id or type(self.owner._env_instance).__name__
         raise TrainingError(
-            f"env {self.owner.env_id!r} returned a non-finite {what} at step "
+            f"env {name!r} returned a non-finite {what} at step "
             f"{self.counters.step + 1}; check the env or wrap it to clean its output"
         )
 
