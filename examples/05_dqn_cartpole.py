@@ -43,7 +43,7 @@ def main() -> None:
         learning_rate=5e-4,
         gamma=0.99,
         # Squared TD error. With the target copied this often, the Huber loss (the default)
-        # let the Q-values run away on CartPole in our runs; the squared loss stays stable.
+        # let the Q-values grow far past any possible return in our CartPole runs.
         loss="mse",
         buffer_size=50_000,
         batch_size=64,
