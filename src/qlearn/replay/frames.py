@@ -23,7 +23,11 @@ from collections import deque
 import numpy as np
 
 from qlearn.errors import CheckpointError, ConfigError, TrainingError
-from qlearn.replay.prioritized import PrioritizedReplayBuffer
+from qlearn.replay.prioritized import (
+    PrioritizedReplayBuffer,
+    require_priority_state,
+    restore_priorities,
+)
 from qlearn.replay.sum_tree import SumTree
 from qlearn.replay.uniform import Batch, _action_dtype, check_fits
 
@@ -466,19 +470,6 @@ class PrioritizedFrameStackReplayBuffer(FrameStackReplayBuffer):
         return out
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        for key in ("replay.priorities", "replay.max_priority"):
-            if key not in state:
-                raise CheckpointError(
-                    f"checkpoint has no {key!r}; it was saved without prioritized replay, "
-                    "resume it with prioritized = false"
-                )
+        require_priority_state(state)
         super().load_state_dict(state)
-        priorities = np.asarray(state["replay.priorities"], dtype=np.float64)
-        if priorities.shape != (self.size,):
-            raise CheckpointError(
-                f"checkpoint holds {priorities.shape[0]} replay priorities for {self.size} "
-                "transitions; allowed: one per transition"
-            )
-        self.tree.clear()
-        self.tree.update(np.arange(self.size), priorities)
-        self.tree.max_priority = float(np.asarray(state["replay.max_priority"]).ravel()[0])
+        restore_priorities(self.tree, state, self.size)

@@ -16,6 +16,29 @@ def estimate_prioritized_bytes(
     return estimate_bytes(capacity, obs_shape, obs_dtype, num_actions) + SumTree.bytes_for(capacity)
 
 
+def require_priority_state(state: dict[str, np.ndarray]) -> None:
+    """Raise CheckpointError unless a replay state carries priorities (checked before loading)."""
+    for key in ("replay.priorities", "replay.max_priority"):
+        if key not in state:
+            raise CheckpointError(
+                f"checkpoint has no {key!r}; it was saved without prioritized replay, "
+                "resume it with prioritized = false"
+            )
+
+
+def restore_priorities(tree: SumTree, state: dict[str, np.ndarray], size: int) -> None:
+    """Refill `tree` with the saved priorities of slots 0..size-1 (oldest first) and the max."""
+    priorities = np.asarray(state["replay.priorities"], dtype=np.float64)
+    if priorities.shape != (size,):
+        raise CheckpointError(
+            f"checkpoint holds {priorities.shape[0]} replay priorities for {size} "
+            "transitions; allowed: one per transition"
+        )
+    tree.clear()
+    tree.update(np.arange(size), priorities)
+    tree.max_priority = float(np.asarray(state["replay.max_priority"]).ravel()[0])
+
+
 class PrioritizedReplayBuffer(ReplayBuffer):
     """Ring buffer that samples slot i with probability P(i) = p_i / Σ_k p_k.
 
@@ -148,19 +171,6 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         return out
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        for key in ("replay.priorities", "replay.max_priority"):
-            if key not in state:
-                raise CheckpointError(
-                    f"checkpoint has no {key!r}; it was saved without prioritized replay, "
-                    "resume it with prioritized = false"
-                )
+        require_priority_state(state)
         super().load_state_dict(state)
-        priorities = np.asarray(state["replay.priorities"], dtype=np.float64)
-        if priorities.shape != (self.size,):
-            raise CheckpointError(
-                f"checkpoint holds {priorities.shape[0]} replay priorities for {self.size} "
-                "transitions; allowed: one per transition"
-            )
-        self.tree.clear()
-        self.tree.update(np.arange(self.size), priorities)
-        self.tree.max_priority = float(np.asarray(state["replay.max_priority"]).ravel()[0])
+        restore_priorities(self.tree, state, self.size)
