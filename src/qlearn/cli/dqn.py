@@ -68,12 +68,19 @@ def train(
         run_dir = run_dir or _default_run_dir(env, cfg.seed)
         agent = DQN(env, cfg, run_dir=run_dir, progress=progress)
     agent.learn()
-    result = agent.evaluate(agent.config.eval_episodes)
-    typer.echo(
-        f"trained {agent.counters.step} steps in {agent.counters.wall_time:.1f}s; greedy "
-        f"evaluation over {len(result.returns)} episodes: mean return {result.mean_return:.2f} "
-        f"+/- {result.std_return:.2f}"
-    )
+    episodes = agent.config.eval_episodes
+    typer.echo(f"trained {agent.counters.step} steps in {agent.counters.wall_time:.1f}s")
+    # DQN's last network is often worse than its best; report both, as `qlearn eval` uses best.
+    models = [("final", agent)]
+    best_dir = agent.run_dir / "best" if agent.run_dir is not None else None
+    if best_dir is not None and best_dir.is_dir():
+        models.append(("best", DQN.load(best_dir)))
+    for name, model in models:
+        result = model.evaluate(episodes)
+        typer.echo(
+            f"{name} model, greedy evaluation over {episodes} episodes: mean return "
+            f"{result.mean_return:.2f} +/- {result.std_return:.2f}"
+        )
     typer.echo(f"run dir: {agent.run_dir}")
 
 
