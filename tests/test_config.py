@@ -408,3 +408,12 @@ def test_dataclass_fields_all_covered() -> None:
         f.name for f in dataclasses.fields(DQNConfig) if _base_type(FIELDS[f.name]) in (int, float)
     }
     assert numeric == set(BOUNDS)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("loss", "l2"), ("exploration", "greedy"), ("engine", "jax"), ("distributional", "iqn")],
+)
+def test_choices_are_checked_when_built_from_python(field: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{field} = '{value}' is invalid; allowed: one of"):
+        DQNConfig(**{field: value})

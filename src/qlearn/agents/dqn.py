@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 from qlearn import targets
+from qlearn.agents import numpy_mlp
+from qlearn.agents.numpy_mlp import NumpyMLPEngine
 from qlearn.config import DQNConfig
 from qlearn.diagnostics import layer_grad_norms
 from qlearn.envs import EnvSpec, ObsEncoder
@@ -87,11 +89,28 @@ class DQNAgent:
 
         self.num_updates = 0
         self._rows = torch.arange(config.batch_size, device=self.device)
+        self.engine = self._make_engine(torso)
+        # After the engine: it rebinds the parameters to its flat arrays.
         self._params = list(self.q_net.parameters())
         self._target_params = list(self.target_net.parameters())
         self._fast_act = self._numpy_policy()
 
     # ------------------------------------------------------------------ construction
+    def _make_engine(self, torso: str) -> NumpyMLPEngine | None:
+        """The numpy update engine where `config.engine` asks for it or `auto` finds it applies."""
+        c = self.config
+        if c.engine == "torch":
+            return None
+        reasons = numpy_mlp.unsupported(c, torso)
+        if reasons:
+            if c.engine == "numpy":
+                raise ConfigError(
+                    f"engine = 'numpy' runs plain MLP networks on the CPU only; this config has "
+                    f"{', '.join(reasons)}; allowed: engine = 'torch' or 'auto'"
+                )
+            return None
+        return NumpyMLPEngine(self.q_net, self.target_net, self.optimizer, c, self.encoder)
+
     @property
     def replay(self) -> ReplayBuffer:
         """The replay buffer, allocated on first use: an agent loaded only to act or evaluate
@@ -213,6 +232,32 @@ class DQNAgent:
         tensor = torch.from_numpy(array)
         return tensor if self.device.type == "cpu" else tensor.to(self.device, non_blocking=True)
 
+    def train(self, num_updates: int, beta: float = 1.0) -> dict[str, float]:
+        """`num_updates` gradient steps under the current target network.
+
+        Args:
+            num_updates: gradient steps, each on a freshly sampled mini-batch.
+            beta: importance-weight exponent for prioritized replay.
+
+        Returns:
+            {"loss": ..., "q_mean": ...} of the last update applied; empty when none was (each
+            skipped for a non-finite loss under `on_nonfinite = "skip"`).
+        """
+        if self.engine is None:
+            metrics: dict[str, float] = {}
+            for _ in range(num_updates):
+                metrics = self.update(beta) or metrics
+            return metrics
+        applied, loss, q_mean = self.engine.train(
+            self.replay,
+            num_updates,
+            self.rng,
+            beta,
+            lambda loss, done: self._nonfinite(loss, self.num_updates + done),
+        )
+        self.num_updates += applied
+        return {"loss": loss, "q_mean": q_mean} if applied else {}
+
     def update(self, beta: float = 1.0) -> dict[str, float]:
         """One gradient step on a sampled mini-batch.
 
@@ -224,6 +269,8 @@ class DQNAgent:
             under `on_nonfinite = "skip"`.
         """
         c = self.config
+        if self.engine is not None:
+            return self.train(1, beta)
         if c.prioritized:
             batch = self.replay.sample(c.batch_size, self.rng, beta=beta)  # type: ignore[call-arg]
         else:
@@ -254,9 +301,10 @@ class DQNAgent:
             )
         return metrics
 
-    def _nonfinite(self, loss: float) -> dict[str, float]:
+    def _nonfinite(self, loss: float, update: int | None = None) -> dict[str, float]:
+        update = self.num_updates if update is None else update
         message = (
-            f"non-finite loss ({loss}) at update {self.num_updates}; lower learning_rate, "
+            f"non-finite loss ({loss}) at update {update}; lower learning_rate, "
             "check rewards for NaN/inf, or set on_nonfinite='skip'"
         )
         if self.config.on_nonfinite == "error":
@@ -326,6 +374,9 @@ class DQNAgent:
 
     def update_target(self) -> None:
         """Copy the main network into the target (tau = 1) or move it by Polyak averaging."""
+        if self.engine is not None:
+            self.engine.update_target(self.config.tau)
+            return
         with torch.no_grad():
             if self.config.tau >= 1.0:
                 torch._foreach_copy_(self._target_params, self._params)
@@ -364,6 +415,8 @@ class DQNAgent:
                 state.setdefault(int(i), {})[name] = value
         opt["state"] = state
         self.optimizer.load_state_dict(opt)
+        if self.engine is not None:
+            self.engine.bind_optimizer_state()
         if "torch_rng" in tensors:
             torch.set_rng_state(tensors["torch_rng"])
         self._fast_act = self._numpy_policy()

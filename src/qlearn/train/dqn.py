@@ -28,6 +28,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from qlearn import __version__, checkpoint
 from qlearn.agents.dqn import DQNAgent, num_crossings, per_beta
@@ -263,7 +264,9 @@ class DQN:
         single = c.num_envs == 1 and c.n_step == 1
         envs = self._make_single_env() if single else self._make_train_envs()
         try:
-            with stop.installed():
+            # BLAS threads as many as torch's: numpy's OpenBLAS would otherwise spin a thread per
+            # core, which on a busy machine makes the numpy engine's small matmuls ~30x slower.
+            with stop.installed(), threadpool_limits(c.torch_threads, user_api="blas"):
                 if single:
                     run.single_env(envs)  # type: ignore[arg-type]
                 else:
@@ -610,9 +613,9 @@ class _Run:
         counters.step = step
         if step >= c.learning_starts:
             num_updates = (step // c.train_interval - before // c.train_interval) * c.gradient_steps
-            for _ in range(num_updates):
+            if num_updates:
                 beta = per_beta(c, step, self.total) if c.prioritized else 1.0
-                self.metrics = agent.update(beta) or self.metrics
+                self.metrics = agent.train(num_updates, beta) or self.metrics
             if step // c.target_update_interval != before // c.target_update_interval:
                 agent.update_target()
         if step < self.next_event and self.stop.signal is None:

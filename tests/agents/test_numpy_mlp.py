@@ -1,0 +1,152 @@
+"""The numpy update engine: the same update as torch autograd + torch Adam, on shared memory."""
+
+import numpy as np
+import pytest
+import torch
+
+from qlearn.agents.dqn import DQNAgent
+from qlearn.config import DQNConfig
+from qlearn.envs import EnvSpec
+from qlearn.errors import ConfigError, TrainingError
+
+BOX = EnvSpec("box", (4,), "float32", 2)
+
+
+def filled(config: DQNConfig, n: int = 300, n_step_discounts: bool = False) -> DQNAgent:
+    """An agent whose replay holds the same random transitions for every config."""
+    agent = DQNAgent(BOX, config)
+    rng = np.random.default_rng(0)
+    for _ in range(n):
+        obs = rng.standard_normal((1, 4)).astype(np.float32)
+        nxt = rng.standard_normal((1, 4)).astype(np.float32)
+        agent.replay.add(
+            obs, rng.integers(2, size=1), 3 * rng.standard_normal(1), nxt, rng.random(1) < 0.1
+        )
+    if n_step_discounts:
+        # Mixed k-step transitions (discount gamma**k), as n-step returns store at episode ends.
+        agent.replay.steps[:n] = rng.integers(1, 4, size=n)
+    return agent
+
+
+def twin_agents(**flags) -> tuple[DQNAgent, DQNAgent]:
+    torch_agent, numpy_agent = (
+        filled(DQNConfig(engine=e, batch_size=16, seed=3, **flags), n_step_discounts=True)
+        for e in ("torch", "numpy")
+    )
+    assert torch_agent.engine is None and numpy_agent.engine is not None
+    return torch_agent, numpy_agent
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {},
+        {"double_q": True},
+        {"loss": "mse", "max_grad_norm": 0.01},
+        {"prioritized": True, "double_q": True},
+        {"max_grad_norm": None, "hidden_sizes": (32, 16, 8), "learning_rate": 1e-2},
+        {"tau": 0.3},
+    ],
+)
+def test_numpy_engine_equals_torch_engine(flags: dict) -> None:
+    # Same seed, same replay: the same mini-batches (all of a phase drawn at once consumes the
+    # generator exactly as one draw per update), so weights, Adam moments and step counts match.
+    torch_agent, numpy_agent = twin_agents(**flags)
+    for agent in (torch_agent, numpy_agent):
+        agent.train(5, beta=0.5)
+        agent.update_target()
+        agent.train(3, beta=0.5)
+    expected, actual = torch_agent.tensors(), numpy_agent.tensors()
+    assert list(expected) == list(actual)
+    for key in expected:
+        if key != "torch_rng":
+            torch.testing.assert_close(actual[key], expected[key], rtol=1e-5, atol=1e-6)
+    assert numpy_agent.num_updates == torch_agent.num_updates == 8
+    if flags.get("prioritized"):
+        size = torch_agent.replay.size
+        np.testing.assert_allclose(
+            numpy_agent.replay.tree.get(np.arange(size)),  # type: ignore[attr-defined]
+            torch_agent.replay.tree.get(np.arange(size)),  # type: ignore[attr-defined]
+            rtol=1e-5,
+        )
+
+
+def test_metrics_match_hand_computed_loss() -> None:
+    agent = filled(DQNConfig(engine="numpy", batch_size=8, loss="huber"))
+    engine = agent.engine
+    assert engine is not None
+    batch = agent.replay.sample(8, np.random.default_rng(1))
+    with torch.no_grad():
+        q = agent.q_net(torch.from_numpy(batch.obs)).numpy()
+        q_next = agent.target_net(torch.from_numpy(batch.next_obs)).numpy()
+    q_taken = q[np.arange(8), batch.actions]
+    y = batch.rewards + batch.discounts * (1 - batch.terminated) * q_next.max(axis=1)
+    d = q_taken - y
+    huber = np.where(np.abs(d) < 1, 0.5 * d**2, np.abs(d) - 0.5)
+    loss, q_mean, td = engine.step(batch, engine.target_values(batch.next_obs))
+    assert loss == pytest.approx(huber.mean(), rel=1e-5)
+    assert q_mean == pytest.approx(q_taken.mean(), rel=1e-5, abs=1e-6)
+    np.testing.assert_allclose(td, np.abs(d), rtol=1e-5, atol=1e-6)
+
+
+def test_torch_modules_see_the_engine_weights() -> None:
+    agent = filled(DQNConfig(engine="numpy", hidden_sizes=(32, 16)))
+    agent.train(5)
+    obs = np.random.default_rng(3).standard_normal((10, 4)).astype(np.float32)
+    engine = agent.engine
+    assert engine is not None
+    with torch.no_grad():
+        expected = agent.q_net(torch.from_numpy(obs)).numpy()
+    np.testing.assert_allclose(engine.forward(engine._online_views, obs)[-1], expected, rtol=1e-5)
+    np.testing.assert_allclose(agent.q_values(obs), expected, rtol=1e-5)
+    # Adam's own state is the engine's moments.
+    state = agent.optimizer.state[next(agent.q_net.parameters())]
+    assert float(state["step"]) == 5
+    assert np.shares_memory(state["exp_avg"].numpy(), engine.exp_avg)
+
+
+@pytest.mark.parametrize(("saver", "loader"), [("numpy", "torch"), ("torch", "numpy")])
+def test_state_moves_between_engines(saver: str, loader: str) -> None:
+    source = filled(DQNConfig(engine=saver, batch_size=16))
+    source.train(4)
+    tensors = {k: v.clone() for k, v in source.tensors().items()}
+    target = filled(DQNConfig(engine=loader, batch_size=16, seed=9))
+    target.load_tensors(tensors)
+    target.load_counters(source.counters())
+    for key, value in target.tensors().items():
+        assert torch.equal(value, tensors[key]), key
+    # Both continue identically from the same state.
+    source.train(3)
+    target.train(3)
+    for a, b in zip(source.q_net.parameters(), target.q_net.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_auto_picks_numpy_only_where_it_applies() -> None:
+    assert DQNAgent(BOX, DQNConfig()).engine is not None
+    assert DQNAgent(BOX, DQNConfig(engine="torch")).engine is None
+    for flags in ({"dueling": True}, {"noisy": True}, {"log_grad_norms": True}):
+        assert DQNAgent(BOX, DQNConfig(**flags)).engine is None
+    image = EnvSpec("box", (4, 10, 10), "uint8", 6)
+    assert DQNAgent(image, DQNConfig()).engine is None
+
+
+def test_explicit_numpy_engine_refuses_what_it_cannot_run() -> None:
+    with pytest.raises(ConfigError, match=r"engine = 'numpy'.*dueling = true.*allowed"):
+        DQNAgent(BOX, DQNConfig(engine="numpy", dueling=True))
+    with pytest.raises(ConfigError, match="engine"):
+        DQNConfig(engine="jax")  # type: ignore[arg-type]
+
+
+def test_nonfinite_loss_raises_or_skips_without_touching_weights() -> None:
+    agent = filled(DQNConfig(engine="numpy", batch_size=8))
+    agent.replay.rewards[:] = np.inf
+    with pytest.raises(TrainingError, match="non-finite loss"):
+        agent.train(4)
+    skipping = filled(DQNConfig(engine="numpy", batch_size=8, on_nonfinite="skip"))
+    skipping.replay.rewards[:] = np.nan
+    before = skipping.engine.flat.copy()  # type: ignore[union-attr]
+    with pytest.warns(RuntimeWarning, match="skipped an update"):
+        assert skipping.train(3) == {}
+    np.testing.assert_array_equal(skipping.engine.flat, before)  # type: ignore[union-attr]
+    assert skipping.num_updates == 0
