@@ -178,3 +178,16 @@ def test_cartpole_preset_learns_with_a_fixed_seed() -> None:
     agent = DQN("CartPole-v1", cfg)
     agent.learn()
     assert agent.counters.best_eval >= 300
+
+
+def test_denormals_flush_during_training_only() -> None:
+    tiny = np.full(4, 1e-40, dtype=np.float32)  # a denormal float32
+
+    def during(agent: DQN, metrics: dict) -> None:
+        seen.append(float((tiny * np.float32(1.0)).max()))
+
+    seen: list[float] = []
+    cfg = DQNConfig(total_steps=300, learning_starts=100, eval_interval=150, eval_episodes=1)
+    DQN("CartPole-v1", cfg).learn(callback=during)
+    assert seen and all(value == 0.0 for value in seen)
+    assert float((tiny * np.float32(1.0)).max()) > 0.0  # the CPU's default is back

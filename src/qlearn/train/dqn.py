@@ -89,6 +89,22 @@ class _StopFlag:
                 signal.signal(s, h)
 
 
+@contextlib.contextmanager
+def _flush_denormals() -> Iterator[None]:
+    """Treat denormal floats as zero while training (the CPU's FTZ/DAZ flags, this thread only).
+
+    Adam's moments of parameters whose gradient is exactly zero (dead ReLU units) decay into the
+    denormal range, where each float operation takes ~100x longer: Adam on a CartPole network went
+    from 35 to 120 us a step. TensorFlow sets the same flags by default. They are cleared again on
+    exit, which is the CPU's default.
+    """
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
 def _check_device(device: str) -> None:
     """Raise ConfigError unless `device` names a torch device this machine has."""
     try:
@@ -266,7 +282,11 @@ class DQN:
         try:
             # BLAS threads as many as torch's: numpy's OpenBLAS would otherwise spin a thread per
             # core, which on a busy machine makes the numpy engine's small matmuls ~30x slower.
-            with stop.installed(), threadpool_limits(c.torch_threads, user_api="blas"):
+            with (
+                stop.installed(),
+                threadpool_limits(c.torch_threads, user_api="blas"),
+                _flush_denormals(),
+            ):
                 if single:
                     run.single_env(envs)  # type: ignore[arg-type]
                 else:
