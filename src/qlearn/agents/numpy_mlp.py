@@ -75,7 +75,7 @@ class NumpyMLPEngine:
         target_net: its target copy.
         optimizer: the torch Adam over `q_net.parameters()`; its hyperparameters are used and its
             state is rebound to this engine's moments.
-        config: the agent's config (loss, gamma-free targets, clipping, replay flags).
+        config: the agent's config (loss, double_q, max_grad_norm, prioritized, batch_size).
         encode: raw observations -> float32 network inputs.
     """
 
