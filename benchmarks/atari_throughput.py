@@ -69,6 +69,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2_000)
     parser.add_argument("--warmup", type=int, default=200, help="steps before updates start")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="folder for the JSON (default: %(default)s)"
+    )
     args = parser.parse_args()
 
     rows = {"env": env_only(args.steps)}
@@ -91,8 +94,8 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "load_average": os.getloadavg(),  # other work on the machine slows every mode
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "atari_throughput.json"
+    args.results.mkdir(parents=True, exist_ok=True)
+    out = args.results / "atari_throughput.json"
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out}")
 

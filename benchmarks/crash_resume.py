@@ -87,6 +87,9 @@ def main() -> None:
     parser.add_argument("--checkpoint-interval", type=int, default=1_000)
     parser.add_argument("--run-dir", type=Path, default=None, help="default: a temporary dir")
     parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="folder for the JSON (default: %(default)s)"
+    )
+    parser.add_argument(
         "--set", dest="overrides", action="append", default=[], help="key=value for the preset"
     )
     args = parser.parse_args()
@@ -183,7 +186,7 @@ def main() -> None:
         f"{evals['final']['mean_return']:.1f} +/- {evals['final']['std_return']:.1f} | "
         f"{'yes' if solved else 'NO'} (>= {target:g}) | {wall:.0f}s |"
     )
-    RESULTS.mkdir(exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
     record = {
         "preset": args.preset,
         "seed": args.seed,
@@ -197,7 +200,7 @@ def main() -> None:
         "wall_s": wall,
     }
     suffix = "_overridden" if args.overrides else ""
-    out_path = RESULTS / f"crash_resume_{args.preset}{suffix}_seed{args.seed}.json"
+    out_path = args.results / f"crash_resume_{args.preset}{suffix}_seed{args.seed}.json"
     out_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
     print(f"wrote {out_path}")
     shutil.rmtree(tmp, ignore_errors=True)

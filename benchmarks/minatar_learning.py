@@ -7,6 +7,8 @@ PNG, and one line of results/minatar.json; one PNG per game compares the greedy 
 
     .venv/bin/python benchmarks/minatar_learning.py --games Breakout,SpaceInvaders --seeds 0
     .venv/bin/python benchmarks/minatar_learning.py --steps 200000 --jobs 2
+    .venv/bin/python benchmarks/minatar_learning.py --steps Breakout=217000,SpaceInvaders=216000 \
+        --seeds 0,1 --skip-trained     # add seed 1 to finished seed-0 runs of those budgets
     .venv/bin/python benchmarks/minatar_learning.py --quick        # smoke test, about a minute
 """
 
@@ -39,6 +41,7 @@ class Run:
     num_evals: int
     run_dir: str
     tag: str  # prefix of the output files: minatar, or minatar_quick for --quick
+    results: str  # folder of the PNGs and the JSON
     skip_trained: bool  # load a run dir's final model instead of training again
 
     @property
@@ -105,7 +108,7 @@ def train_one(run: Run) -> dict:
     eval_seed = 10_000 + run.seed
     final = agent.evaluate(run.eval_episodes, seed=eval_seed)
     random = random_returns(run.env_id, run.eval_episodes, eval_seed)
-    curve = RESULTS / f"{run.tag}_{run.game}_{run.algo}_s{run.seed}.png"
+    curve = Path(run.results) / f"{run.tag}_{run.game}_{run.algo}_s{run.seed}.png"
     learning_curve(run.run_dir, curve)
     return {
         **dataclasses.asdict(run),
@@ -117,7 +120,7 @@ def train_one(run: Run) -> dict:
         "final_returns": [float(r) for r in final.returns],
         "random_mean": float(np.mean(random)),
         "random_std": float(np.std(random)),
-        "curve_png": str(curve.relative_to(RESULTS.parent.parent)),
+        "curve_png": curve.name,  # beside the JSON
     }
 
 
@@ -153,35 +156,54 @@ def plot_game(game: str, rows: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
+def steps_for(spec: str, game: str) -> int:
+    """The step budget of `game` from --steps: `200000`, or `Breakout=217000,SpaceInvaders=...`."""
+    if "=" not in spec:
+        return int(spec)
+    table = dict(item.split("=", 1) for item in spec.split(","))
+    if game not in table:
+        raise SystemExit(f"--steps {spec} names no budget for {game}")
+    return int(table[game])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--games", default="Breakout,SpaceInvaders")
     parser.add_argument("--algos", default="dqn,rainbow")
     parser.add_argument("--seeds", default="0", help="comma-separated, e.g. 0,1,2")
-    parser.add_argument("--steps", type=int, help="env steps per run (default: from --minutes)")
+    parser.add_argument(
+        "--steps",
+        help="env steps per run: one number, or GAME=STEPS,... per game (default: from --minutes)",
+    )
     parser.add_argument("--minutes", type=float, default=55.0, help="wall budget of one run")
     parser.add_argument("--probe-steps", type=int, default=1_500)
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--num-evals", type=int, default=10, help="evaluations during a run")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (one core each)")
     parser.add_argument("--runs-dir", default="runs/bench_minatar")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help="folder for PNGs and JSON (default: %(default)s)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke test: 1,500 steps")
     parser.add_argument(
         "--skip-trained", action="store_true", help="evaluate run dirs that hold a final model"
     )
     args = parser.parse_args()
     if args.quick:
-        args.steps, args.eval_episodes, args.num_evals = 1_500, 2, 2
+        args.steps, args.eval_episodes, args.num_evals = "1500", 2, 2
     games = args.games.split(",")
     algos = args.algos.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     tag = "minatar_quick" if args.quick else "minatar"
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
 
     budget: dict[str, int] = {}
     for game in games:
         if args.steps is not None:
-            budget[game] = args.steps
+            budget[game] = steps_for(args.steps, game)
             continue
         rates = {algo: measure_sps(game, algo, args.probe_steps) for algo in algos}
         slowest = min(rates.values())
@@ -202,6 +224,7 @@ def main() -> None:
             args.num_evals,
             f"{args.runs_dir}/{game}_{algo}_s{seed}",
             tag,
+            str(args.results),
             args.skip_trained,
         )
         for game in games
@@ -222,10 +245,10 @@ def main() -> None:
         )
     for game in games:
         game_rows = [r for r in rows if r["game"] == game]
-        out = RESULTS / f"{tag}_{game}.png"
+        out = args.results / f"{tag}_{game}.png"
         plot_game(game, game_rows, out)
         print(f"wrote {out}")
-    out = RESULTS / f"{tag}.json"
+    out = args.results / f"{tag}.json"
     # Other work on the machine slows the runs: the load average says how busy it was.
     summary = {"budget_steps": budget, "load_average": os.getloadavg(), "runs": rows}
     out.write_text(json.dumps(summary, indent=2) + "\n", "utf-8")

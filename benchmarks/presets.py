@@ -70,6 +70,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--determinism", action="store_true")
     parser.add_argument("--runs", type=Path, default=Path("runs/bench-presets"))
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="folder for the JSON (default: %(default)s)"
+    )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     jobs: list[tuple[Any, ...]] = [
@@ -106,8 +109,8 @@ def main() -> None:
         same = results[-1]["weights_sha256"] == runs[0]["weights_sha256"]
         report["determinism_identical"] = same
         print(f"determinism: seed {seeds[0]} trained twice -> identical weights: {same}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"preset_{args.preset}.json"
+    args.results.mkdir(parents=True, exist_ok=True)
+    out = args.results / f"preset_{args.preset}.json"
     out.write_text(json.dumps(report, indent=2))
     print(f"wrote {out}")
 

@@ -44,6 +44,9 @@ def main() -> None:
     parser.add_argument("--capacity", type=int, default=1_000_000)
     parser.add_argument("--small", type=int, default=20_000, help="transitions actually allocated")
     parser.add_argument("--episode-length", type=int, default=200)
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="folder for the JSON (default: %(default)s)"
+    )
     args = parser.parse_args()
 
     naive = estimate_bytes(args.capacity, OBS_SHAPE, np.uint8, NUM_ACTIONS)
@@ -90,8 +93,8 @@ def main() -> None:
         "small_frames_written_per_transition": frames_written / args.small,
         "small_episode_length": args.episode_length,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "replay_memory.json"
+    args.results.mkdir(parents=True, exist_ok=True)
+    out = args.results / "replay_memory.json"
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out}")
 

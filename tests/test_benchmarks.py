@@ -1,0 +1,86 @@
+"""Smoke versions of the benchmark scripts: each runs end to end on a tiny budget and writes its
+JSON (to a temporary folder, never over the committed results)."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def run_script(name: str, *args: str, cwd: Path) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / name), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_replay_memory_script(tmp_path: Path) -> None:
+    # 1M transitions are estimated from the layout; only the small buffer is allocated.
+    run_script("replay_memory.py", "--small", "2000", "--results", str(tmp_path), cwd=tmp_path)
+    result = json.loads((tmp_path / "replay_memory.json").read_text())
+    assert result["capacity"] == 1_000_000
+    assert result["frame_stack_bytes"] <= 8e9 < 50e9 < result["naive_bytes"]
+
+
+def test_atari_throughput_script(tmp_path: Path) -> None:
+    pytest.importorskip("ale_py")
+    run_script(
+        "atari_throughput.py", "--steps", "40", "--warmup", "40", "--results", str(tmp_path),
+        cwd=tmp_path,
+    )  # fmt: skip
+    result = json.loads((tmp_path / "atari_throughput.json").read_text())
+    assert set(result["steps_per_s"]) == {"env", "act", "train"}
+    assert result["updates"] > 0 and all(v > 0 for v in result["steps_per_s"].values())
+
+
+def test_presets_script(tmp_path: Path) -> None:
+    out = run_script(
+        "presets.py", "--env", "CartPole-v1", "--preset", "cartpole", "--seeds", "0",
+        "--threshold", "0", "--steps", "2000", "--jobs", "1", "--runs", str(tmp_path / "runs"),
+        "--results", str(tmp_path),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert "passed: 1/1" in out
+    report = json.loads((tmp_path / "preset_cartpole.json").read_text())
+    assert report["runs"][0]["steps"] == 2000
+
+
+def test_minatar_script(tmp_path: Path) -> None:
+    pytest.importorskip("minatar")
+    run_script(
+        "minatar_learning.py", "--quick", "--games", "Breakout", "--runs-dir",
+        str(tmp_path / "runs"), "--results", str(tmp_path),
+        cwd=tmp_path,
+    )  # fmt: skip
+    report = json.loads((tmp_path / "minatar_quick.json").read_text())
+    assert {r["algo"] for r in report["runs"]} == {"dqn", "rainbow"}
+    assert (tmp_path / "minatar_quick_Breakout.png").stat().st_size > 0
+    for row in report["runs"]:
+        assert (tmp_path / row["curve_png"]).exists()
+
+
+def test_speed_script_qlearn_side() -> None:
+    # The SB3 side needs the `bench` extra; the qlearn workers and the table run here.
+    spec = importlib.util.spec_from_file_location("speed", BENCH / "speed.py")
+    assert spec is not None and spec.loader is not None
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    solve = speed.qlearn_solve(0, 2_000, 1_000)
+    assert solve["steps"] <= 2_000 and len(solve["evals"]) >= 1
+    assert solve["solved"] == (solve["evals"][-1][1] >= speed.SOLVED)
+    engine = speed.qlearn_engine(0, 1_500)
+    assert engine["steps"] == 1_500 and engine["wall_s"] > 0
+    throughput = speed.throughput(1_000, [1, 4])
+    assert [row["num_envs"] for row in throughput["rows"]] == [1, 4]
+    assert throughput["replay_bytes_per_transition"] == 39
+    speed._print_table({"throughput": throughput})
