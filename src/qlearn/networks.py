@@ -47,6 +47,13 @@ def init_layer(layer: nn.Linear | nn.Conv2d, scheme: str) -> None:
         nn.init.zeros_(layer.bias)
 
 
+# Up to this many rows, a noisy layer applies its noise without building the noisy weight matrix.
+# Measured on MinAtar's 1600x128 layer, one thread, factorised vs built: 1 row 111 vs 393 us,
+# 32 rows 526 vs 600 us, 96 rows 1,278 vs 848 us (without gradients; with them 864 vs 1,353,
+# 1,405 vs 1,563, 2,640 vs 2,309).
+FACTORISED_MAX_ROWS = 32
+
+
 class NoisyLinear(nn.Module):
     """Linear layer with factorised Gaussian noise on weights and biases (Fortunato et al., 2018).
 
@@ -82,8 +89,13 @@ class NoisyLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return nn.functional.linear(x, self.weight_mu, self.bias_mu)
-        weight = self.weight_mu + self.weight_sigma * torch.outer(self.eps_out, self.eps_in)
         bias = self.bias_mu + self.bias_sigma * self.eps_out
+        if x.shape[0] <= FACTORISED_MAX_ROWS:
+            # (sigma * outer(eps_out, eps_in)) x = eps_out * (sigma (eps_in * x)): two
+            # matmuls instead of building an (out, in) noisy weight for a few rows.
+            mean = nn.functional.linear(x, self.weight_mu, bias)
+            return mean + nn.functional.linear(x * self.eps_in, self.weight_sigma) * self.eps_out
+        weight = self.weight_mu + self.weight_sigma * torch.outer(self.eps_out, self.eps_in)
         return nn.functional.linear(x, weight, bias)
 
 

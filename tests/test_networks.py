@@ -1,0 +1,70 @@
+"""Q-networks: the noisy layer against its formula, the dueling combination, the default MLP."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from qlearn.networks import FACTORISED_MAX_ROWS, NoisyLinear, QNetwork
+
+
+def noisy_reference(layer: NoisyLinear, x: torch.Tensor) -> torch.Tensor:
+    """y = (mu_w + sigma_w * eps_out eps_in^T) x + mu_b + sigma_b * eps_out, built in full."""
+    weight = layer.weight_mu + layer.weight_sigma * layer.eps_out[:, None] * layer.eps_in[None, :]
+    return x @ weight.T + layer.bias_mu + layer.bias_sigma * layer.eps_out
+
+
+@pytest.mark.parametrize("rows", [1, FACTORISED_MAX_ROWS, FACTORISED_MAX_ROWS + 1, 100])
+def test_noisy_layer_matches_its_formula_and_gradients(rows: int) -> None:
+    torch.manual_seed(0)
+    layer = NoisyLinear(20, 6, sigma0=0.5)
+    x = torch.randn(rows, 20)
+    out = layer(x)
+    expected = noisy_reference(layer, x)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    # The same gradients reach mu and sigma, whichever way the noise was applied.
+    grads = torch.autograd.grad(out.square().sum(), [layer.weight_mu, layer.weight_sigma])
+    ref = torch.autograd.grad(
+        noisy_reference(layer, x).square().sum(), [layer.weight_mu, layer.weight_sigma]
+    )
+    for got, want in zip(grads, ref, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_noisy_layer_noise_init_and_eval_mode() -> None:
+    torch.manual_seed(1)
+    layer = NoisyLinear(16, 4, sigma0=0.5)
+    assert torch.allclose(layer.weight_sigma, torch.full((4, 16), 0.5 / math.sqrt(16)))
+    # Factorised noise f(z) = sign(z) sqrt(|z|) of standard normals, inputs first.
+    torch.manual_seed(7)
+    layer.reset_noise()
+    torch.manual_seed(7)
+    z_in, z_out = torch.randn(16), torch.randn(4)
+    torch.testing.assert_close(layer.eps_in, z_in.sign() * z_in.abs().sqrt())
+    torch.testing.assert_close(layer.eps_out, z_out.sign() * z_out.abs().sqrt())
+    x = torch.randn(3, 16)
+    layer.eval()
+    torch.testing.assert_close(layer(x), x @ layer.weight_mu.T + layer.bias_mu)
+
+
+def test_default_network_is_the_seeds_network() -> None:
+    torch.manual_seed(0)
+    net = QNetwork(8, 4)
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    assert [tuple(m.weight.shape) for m in linears] == [(64, 8), (64, 64), (4, 64)]
+    assert all(torch.count_nonzero(m.bias) == 0 for m in linears)
+    # Xavier normal: std sqrt(2 / (fan_in + fan_out)); 4,096 weights pin it within ~5%.
+    std = linears[1].weight.std().item()
+    assert std == pytest.approx(math.sqrt(2 / 128), rel=0.05)
+    assert net(torch.zeros(5, 8)).shape == (5, 4)
+
+
+def test_dueling_combines_value_and_mean_centred_advantage() -> None:
+    torch.manual_seed(0)
+    net = QNetwork(6, 3, (16,), dueling=True)
+    x = torch.randn(4, 6)
+    features = net.body(net.torso(x))
+    value = net.streams[0](features)  # (4, 1)
+    adv = net.streams[1](features)  # (4, 3)
+    torch.testing.assert_close(net(x), value + adv - adv.mean(dim=1, keepdim=True))
