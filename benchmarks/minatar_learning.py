@@ -144,7 +144,9 @@ def plot_game(game: str, rows: list[dict], out: Path) -> None:
         steps = [float(r["step"]) for r in evals]
         means = [float(r["mean_return"]) for r in evals]
         label = f"{row['algo']} seed {row['seed']}"
-        ax.plot(steps, means, marker="o", ms=3, color=colors.get(row["algo"]), label=label)
+        style = ("-", "--", ":", "-.")[row["seed"] % 4]
+        color = colors.get(row["algo"])
+        ax.plot(steps, means, style, marker="o", ms=3, color=color, label=label)
     random = np.mean([row["random_mean"] for row in rows])
     ax.axhline(random, color="gray", ls="--", label=f"random policy ({random:.2f})")
     ax.set_xlabel("env steps")
