@@ -78,6 +78,12 @@ def test_speed_script_qlearn_side() -> None:
     solve = speed.qlearn_solve(0, 2_000, 1_000)
     assert solve["steps"] <= 2_000 and len(solve["evals"]) >= 1
     assert solve["solved"] == (solve["evals"][-1][1] >= speed.SOLVED)
+    zoo = speed.qlearn_zoo_solve(0, 2_000, 1_000)
+    assert zoo["library"] == "qlearn-zoo" and zoo["steps"] <= 2_000
+    # Re-scoring: always pushing left ends CartPole episodes after ~9 steps, far below 475.
+    rescore = speed._rescore(lambda obs: 0, 0, True)
+    assert rescore["rescore_solved"] is False and 8 <= rescore["rescore_mean"] <= 11
+    assert speed._rescore(lambda obs: 0, 0, False) == {}
     engine = speed.qlearn_engine(0, 1_500)
     assert engine["steps"] == 1_500 and engine["wall_s"] > 0
     throughput = speed.throughput(1_000, [1, 4])
