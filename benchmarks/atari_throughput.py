@@ -60,7 +60,7 @@ def with_agent(steps: int, threads: int, *, train: bool, warmup: int) -> tuple[f
     if warmup:
         agent.learn(warmup)
     start = time.perf_counter()
-    agent.learn(warmup + steps)
+    agent.learn(steps)  # `steps` more
     return steps / (time.perf_counter() - start), agent.agent.num_updates
 
 

@@ -157,7 +157,7 @@ def main() -> None:
     assert final.returncode == 0, final.stderr
     check_run(run)
     final_step = checkpoint.read_meta(run / "final")["counters"]["step"]
-    total = checkpoint.read_meta(run / "final")["counters"]["total_steps"]
+    total = checkpoint.read_meta(run / "final")["counters"]["target_step"]
     train_steps = steps_of(run / "train.csv")
     assert train_steps == list(range(1_000, total + 1, 1_000)), "train.csv rows missing/duplicated"
     episode_steps = steps_of(run / "episodes.csv")

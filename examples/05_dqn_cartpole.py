@@ -81,7 +81,8 @@ def main() -> None:
         f"{agent.counters.step // config.target_update_interval} target copies) "
         f"in {agent.counters.wall_time:.1f}s"
     )
-    # The same 20 evaluation episodes (same seed) for the last and the best network.
+    # The same 20 held-out episodes for the last and the best network: evaluate()'s default
+    # seed, which no periodic evaluation used (those chose the best network).
     best = DQN.load(args.run_dir)  # a run dir loads its best/ checkpoint
     for name, candidate in (("last network", agent), ("best checkpoint", best)):
         result = candidate.evaluate(num_episodes=20)

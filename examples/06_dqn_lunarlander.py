@@ -94,7 +94,8 @@ def main() -> None:
     agent.learn(callback=report)
     print()
     print(f"trained {agent.counters.step} steps in {agent.counters.wall_time:.0f}s")
-    # The same evaluation episodes (same seed) for the last and the best-evaluated network.
+    # The same held-out episodes for the last and the best-evaluated network: evaluate()'s
+    # default seed, which no periodic evaluation used (those chose the best network).
     best = DQN.load(args.run_dir)  # a run dir loads its best/ checkpoint
     for name, candidate in (("last network", agent), ("best checkpoint", best)):
         result = candidate.evaluate(num_episodes=3 if args.quick else 20)

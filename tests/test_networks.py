@@ -1,5 +1,6 @@
 """Q-networks: the noisy layer against its formula, the dueling combination, the default MLP."""
 
+import copy
 import math
 
 import pytest
@@ -46,6 +47,30 @@ def test_noisy_layer_noise_init_and_eval_mode() -> None:
     x = torch.randn(3, 16)
     layer.eval()
     torch.testing.assert_close(layer(x), x @ layer.weight_mu.T + layer.bias_mu)
+
+
+def test_network_noise_comes_from_the_given_generator_only() -> None:
+    """QNetwork.reset_noise(g) fills every noisy layer, eps_in then eps_out, layer by layer,
+    with f(z) of one draw of standard normals from g, and leaves the global generator alone."""
+    torch.manual_seed(0)
+    net = QNetwork(6, 3, (16, 8), noisy=True, dueling=True)
+    target = copy.deepcopy(net)
+    layers = [m for m in net.modules() if isinstance(m, NoisyLinear)]
+    assert len(layers) == 4  # two per stream
+    generator, replica = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    global_state = torch.get_rng_state()
+    target_noise = [b.clone() for b in target.buffers()]
+    net.reset_noise(generator)
+    assert torch.equal(torch.get_rng_state(), global_state)
+    z = torch.randn(sum(m.in_features + m.out_features for m in layers), generator=replica)
+    got = torch.cat([b for m in layers for b in (m.eps_in, m.eps_out)])
+    torch.testing.assert_close(got, z.sign() * z.abs().sqrt())
+    for before, after in zip(target_noise, target.buffers(), strict=True):
+        assert torch.equal(before, after)  # the copy has noise of its own
+    layer = NoisyLinear(4, 2)
+    layer.reset_noise(torch.Generator().manual_seed(9))
+    z = torch.randn(6, generator=torch.Generator().manual_seed(9))
+    torch.testing.assert_close(layer.eps_in, z[:4].sign() * z[:4].abs().sqrt())
 
 
 def test_default_network_is_the_seeds_network() -> None:

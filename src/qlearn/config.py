@@ -295,7 +295,8 @@ class DQNConfig(ConfigBase):
     """Every DQN hyperparameter; variants (Double, Dueling, PER, n-step, noisy, C51) are flags."""
 
     total_steps: int = 100_000
-    """Env steps that `learn()` runs when not told otherwise."""
+    """The run's planned env steps: `learn()` trains until this step count, and the epsilon and
+    PER-beta schedules are defined over it, however training is split into `learn(n)` calls."""
     # --- network
     network: Network = "auto"
     """`mlp` for flat observations, `minatar_cnn` / `nature_cnn` for images; `auto` picks."""
@@ -324,6 +325,9 @@ class DQNConfig(ConfigBase):
     """Adam epsilon."""
     gamma: float = 0.99
     """Discount factor, in [0, 1]."""
+    clip_rewards: bool = False
+    """Clip the rewards the learner trains on to [-1, 1], as Nature DQN and Dopamine do on Atari;
+    the episode returns logged and evaluated stay unclipped."""
     loss: Loss = "huber"
     """TD loss: `huber` (smooth L1) or `mse`."""
     max_grad_norm: float | None = 10.0

@@ -18,6 +18,30 @@ from qlearn.config import check_range
 MAX_EPISODE_STEPS = 100_000
 """A cap on evaluation episodes, for envs without a time limit whose policy never ends them."""
 
+# An evaluation's episodes are fixed by the seed of its first reset (later resets continue the
+# env's generator). Periodic evaluations choose the model a run keeps as `best`, so scoring that
+# model again on their episodes would report a number selected on its own test data. The final
+# scores (`DQN.evaluate()`'s default, `qlearn eval`, `qlearn train`'s report, the examples) use
+# held-out episodes instead, from a seed no periodic evaluation of the run uses.
+HELD_OUT_EVAL_SEED_OFFSET = 1_000_000_000
+"""Held-out evaluation of a run seeded `seed` resets with `seed + HELD_OUT_EVAL_SEED_OFFSET`."""
+PERIODIC_EVAL_SEED_OFFSET = 1_500_000_000
+"""Periodic evaluation k = 0, 1, ... of a run seeded `seed` resets with
+`seed + PERIODIC_EVAL_SEED_OFFSET + k`: always above the held-out seed, however many evaluations a
+run makes. Both offsets lie above every training reset (`seed + step` for runs under 10^9 steps)
+and keep seeds below 2^32, which MinAtar's `RandomState` requires."""
+
+
+def held_out_eval_seed(seed: int) -> int:
+    """The first-reset seed of the final, held-out evaluation of a run seeded `seed`."""
+    return seed + HELD_OUT_EVAL_SEED_OFFSET
+
+
+def periodic_eval_seed(seed: int, index: int) -> int:
+    """The first-reset seed of periodic evaluation `index` (0, 1, ...) of a run seeded `seed`."""
+    check_range("index", index, 0)
+    return seed + PERIODIC_EVAL_SEED_OFFSET + index
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class EvalResult:

@@ -59,7 +59,8 @@ class NoisyLinear(nn.Module):
 
     y = (mu_w + sigma_w * eps_w) x + mu_b + sigma_b * eps_b, with eps_w = f(eps_out) f(eps_in)^T
     and f(x) = sign(x) sqrt(|x|). Call `reset_noise()` to draw new noise; in eval mode the noise is
-    off and the layer is its mean.
+    off and the layer is its mean. The first noise is drawn from torch's global generator, as the
+    initial weights are.
     """
 
     def __init__(self, in_features: int, out_features: int, sigma0: float = 0.5) -> None:
@@ -78,13 +79,19 @@ class NoisyLinear(nn.Module):
         self.reset_noise()
 
     @staticmethod
-    def _scaled(n: int, device: torch.device) -> torch.Tensor:
-        x = torch.randn(n, device=device)
+    def _scaled(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+        x = torch.randn(n, generator=generator, device=device)
         return x.sign() * x.abs().sqrt()
 
-    def reset_noise(self) -> None:
-        self.eps_in.copy_(self._scaled(self.in_features, self.eps_in.device))
-        self.eps_out.copy_(self._scaled(self.out_features, self.eps_out.device))
+    def reset_noise(self, generator: torch.Generator | None = None) -> None:
+        """Draw new eps_in and eps_out from `generator` (torch's global one when None).
+
+        The noise is drawn on the generator's device and copied to the layer's, so one CPU
+        generator can serve a network on any device.
+        """
+        device = generator.device if generator is not None else self.eps_in.device
+        self.eps_in.copy_(self._scaled(self.in_features, generator, device))
+        self.eps_out.copy_(self._scaled(self.out_features, generator, device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
@@ -238,6 +245,8 @@ class QNetwork(nn.Module):
         # at CartPole sizes, and this forward runs three times per update.
         self._plain_mlp = torso == "mlp" and not dueling and not noisy and num_atoms == 1
         self._linears = [m for m in self.modules() if isinstance(m, nn.Linear)]
+        # Listed once: noise is redrawn at every env step, where walking modules() costs.
+        self._noisy_layers = [m for m in self.modules() if isinstance(m, NoisyLinear)]
 
     def _mlp_forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = obs.float().flatten(1)
@@ -251,11 +260,23 @@ class QNetwork(nn.Module):
                 x = torch.relu(x)
         return x
 
-    def reset_noise(self) -> None:
-        """Draw fresh noise in every noisy layer (no-op without noisy layers)."""
-        for module in self.modules():
-            if isinstance(module, NoisyLinear):
-                module.reset_noise()
+    def reset_noise(self, generator: torch.Generator | None = None) -> None:
+        """Draw fresh noise in every noisy layer from `generator` (torch's global one when None);
+        a no-op without noisy layers.
+
+        The noise is that of each layer's own `reset_noise`, f(z) = sign(z) sqrt(|z|) of
+        standard normals, drawn for all layers at once: acting redraws it at every env step,
+        where a handful of ops costs less than a dozen per layer.
+        """
+        if not self._noisy_layers:
+            return
+        # Looked up at each call: moving the module to another device replaces its buffers.
+        buffers = [b for layer in self._noisy_layers for b in (layer.eps_in, layer.eps_out)]
+        sizes = [b.numel() for b in buffers]
+        device = generator.device if generator is not None else buffers[0].device
+        z = torch.randn(sum(sizes), generator=generator, device=device)
+        scaled = z.abs().sqrt_().copysign_(z).to(buffers[0].device, non_blocking=True)
+        torch._foreach_copy_(buffers, list(scaled.split(sizes)))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if self._plain_mlp:

@@ -96,11 +96,18 @@ def test_numpy_fast_policy_matches_torch_forward() -> None:
 
 
 def test_epsilon_schedule_and_greedy_acting() -> None:
-    agent = DQNAgent(BOX, DQNConfig(epsilon_start=1.0, epsilon_end=0.1, exploration_fraction=0.5))
-    assert agent.epsilon(0, 1000) == 1.0
-    assert agent.epsilon(250, 1000) == pytest.approx(0.55)
-    assert agent.epsilon(500, 1000) == pytest.approx(0.1)
-    assert agent.epsilon(900, 1000) == pytest.approx(0.1)
+    cfg = DQNConfig(
+        total_steps=1000,
+        learning_starts=0,
+        epsilon_start=1.0,
+        epsilon_end=0.1,
+        exploration_fraction=0.5,
+    )
+    agent = DQNAgent(BOX, cfg)
+    assert agent.epsilon(0) == 1.0
+    assert agent.epsilon(250) == pytest.approx(0.55)
+    assert agent.epsilon(500) == pytest.approx(0.1)
+    assert agent.epsilon(900) == pytest.approx(0.1)
     obs = np.zeros((5, 4), dtype=np.float32)
     greedy = agent.q_values(obs).argmax(axis=1)
     np.testing.assert_array_equal(agent.act(obs, 0.0), greedy)
@@ -109,9 +116,45 @@ def test_epsilon_schedule_and_greedy_acting() -> None:
     assert 0.4 < actions.mean() < 0.6
 
 
-def test_noisy_nets_turn_epsilon_off() -> None:
-    agent = DQNAgent(BOX, DQNConfig(noisy=True))
-    assert agent.epsilon(0, 1000) == 0.0
+@pytest.mark.parametrize(
+    "flags", [{}, {"noisy": True}, {"exploration": "softmax"}], ids=["plain", "noisy", "softmax"]
+)
+def test_uniform_random_actions_before_learning_starts(flags: dict) -> None:
+    """Every variant acts uniformly at random until learning_starts, as SB3 does; after it, only
+    the epsilon-greedy schedule keeps a chance of a random action."""
+    cfg = DQNConfig(
+        total_steps=1000,
+        learning_starts=300,
+        exploration_fraction=0.1,  # would have reached epsilon_end at step 100
+        **flags,
+    )
+    agent = DQNAgent(BOX, cfg)
+    assert agent.epsilon(0) == agent.epsilon(299) == 1.0
+    after = agent.epsilon(300)
+    assert after == pytest.approx(cfg.epsilon_end if not flags else 0.0)
+
+
+def test_noisy_acting_redraws_the_noise_at_every_call() -> None:
+    """Noisy nets explore through their noise: the same observations, acted on again, get other
+    actions (with one fixed noise draw they would always get the same ones), while `predict`
+    stays the noise-free greedy policy of the mean weights."""
+    agent = DQNAgent(BOX, DQNConfig(noisy=True, learning_starts=0, hidden_sizes=(32, 32)))
+    obs = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
+    epsilon = agent.epsilon(0)
+    assert epsilon == 0.0
+    batches = [agent.act(obs, epsilon) for _ in range(20)]
+    assert len({tuple(a) for a in batches}) > 1
+    # One env (the single-env fast path): measured 160 and 40 of 200 for the two actions.
+    singles = {int(agent.act(obs[:1], epsilon)[0]) for _ in range(200)}
+    assert singles == {0, 1}
+    greedy = [agent.predict(obs) for _ in range(3)]
+    for g in greedy[1:]:
+        np.testing.assert_array_equal(g, greedy[0])
+    with torch.no_grad():
+        agent.q_net.eval()
+        mean_q = agent.q_net(torch.from_numpy(obs)).numpy()
+        agent.q_net.train()
+    np.testing.assert_array_equal(greedy[0], mean_q.argmax(axis=1))
 
 
 def test_softmax_exploration_samples_every_action() -> None:
@@ -185,10 +228,11 @@ def test_schedules_helpers() -> None:
     assert num_crossings(0, 4, 4) == 1
     assert num_crossings(3, 9, 4) == 2
     assert num_crossings(4, 7, 4) == 0
-    cfg = DQNConfig(per_beta_start=0.4)
-    assert per_beta(cfg, 0, 100) == pytest.approx(0.4)
-    assert per_beta(cfg, 50, 100) == pytest.approx(0.7)
-    assert per_beta(cfg, 100, 100) == pytest.approx(1.0)
+    cfg = DQNConfig(per_beta_start=0.4, total_steps=100)
+    assert per_beta(cfg, 0) == pytest.approx(0.4)
+    assert per_beta(cfg, 50) == pytest.approx(0.7)
+    assert per_beta(cfg, 100) == pytest.approx(1.0)
+    assert per_beta(cfg, 150) == pytest.approx(1.0)
 
 
 def test_network_choice() -> None:

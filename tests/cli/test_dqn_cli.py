@@ -96,6 +96,36 @@ def test_eval(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert out.startswith("CartPole-v1: mean return ")
 
 
+def test_train_report_and_eval_score_held_out_episodes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`best` is chosen on the periodic evaluations' episodes; the scores printed for it (and
+    for the final model) come from episodes none of them used."""
+    import qlearn.train.dqn as train_dqn
+    from qlearn.evaluation import held_out_eval_seed
+
+    seeds: list[int] = []
+    run_episodes = train_dqn.run_episodes
+
+    def recording(env, act, num_episodes, seed, **kwargs):  # type: ignore[no-untyped-def]
+        seeds.append(seed)
+        return run_episodes(env, act, num_episodes, seed, **kwargs)
+
+    monkeypatch.setattr(train_dqn, "run_episodes", recording)
+    run = tmp_path / "run"
+    settings = ["eval_interval=200", "eval_episodes=1", "learning_starts=100", "hidden_sizes=[8]"]
+    args = ["train", "CartPole-v1", "--steps", "600", "--run-dir", run, "--no-progress"]
+    code, _, err = run_cli([*args, *(f"--set={s}" for s in settings)], capsys)
+    assert code == 0, err
+    held_out = held_out_eval_seed(0)
+    assert len(seeds) == 3 + 2  # three periodic evaluations, then the final and best models
+    assert held_out not in seeds[:3]
+    assert seeds[3:] == [held_out, held_out]
+    code, _, err = run_cli(["eval", run, "--episodes", "2"], capsys)
+    assert code == 0, err
+    assert seeds[-1] == held_out
+
+
 def test_play_writes_a_gif(
     run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

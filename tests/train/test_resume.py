@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -191,7 +192,7 @@ def test_straight_vs_resumed_run(runs: dict[str, Any]) -> None:
     episode count, and the weights learned from them) differ from the straight run's."""
     straight, resumed = runs["straight"], runs["resumed"]
     assert straight.counters.step == resumed.counters.step == TOTAL
-    assert straight.counters.total_steps == resumed.counters.total_steps == TOTAL
+    assert straight.counters.target_step == resumed.counters.target_step == TOTAL
     assert straight.counters.num_evals == resumed.counters.num_evals == TOTAL // HALF
     assert straight.agent.num_updates == resumed.agent.num_updates
     s, r = straight.agent.replay, resumed.agent.replay
@@ -237,6 +238,38 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path: Path) -> None
         f"step_{TOTAL:010d}",
     ]
     assert_logs_continuous(run, TOTAL, HALF)
+
+
+def test_resume_continues_to_the_target_of_the_interrupted_call(tmp_path: Path) -> None:
+    """learn(n) trains n more steps; a run interrupted in such a call resumes to its end
+    (start + n), and only a later learn() goes on to the planned total."""
+    run = tmp_path / "run"
+    cfg = CFG.replace(eval_interval=250, checkpoint_interval=250)
+    agent = DQN(ENV, cfg, run_dir=run)
+    agent.learn(500)
+    assert agent.counters.step == 500
+
+    def terminate(agent: DQN, metrics: dict[str, float]) -> None:
+        if metrics["step"] == 750:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(TrainingInterrupted, match="SIGTERM at step 750"):
+        agent.learn(500, callback=terminate)
+    resumed = DQN.resume(run)
+    assert (resumed.counters.step, resumed.counters.target_step) == (750, 1_000)
+    resumed.learn()
+    assert resumed.counters.step == 1_000
+    resumed.learn()
+    assert resumed.counters.step == TOTAL
+
+
+def test_old_checkpoints_name_the_target_total_steps(tmp_path: Path) -> None:
+    """Checkpoints written before `target_step` hold it as counters.total_steps."""
+    path = DQN(ENV, CFG.replace(total_steps=300, eval_interval=0)).learn().save(tmp_path / "m")
+    meta = json.loads((path / checkpoint.META).read_text())
+    meta["counters"]["total_steps"] = meta["counters"].pop("target_step")
+    (path / checkpoint.META).write_text(json.dumps(meta))
+    assert DQN.load(path).counters.target_step == 300
 
 
 def test_resume_needs_a_checkpoint(tmp_path: Path) -> None:

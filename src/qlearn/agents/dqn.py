@@ -46,6 +46,10 @@ def pick_network(config: DQNConfig, spec: EnvSpec) -> str:
 class DQNAgent:
     """A DQN learner for one env spec.
 
+    Its randomness comes from the config's seed through its own generators: `rng` (numpy:
+    exploration and replay sampling) and `torch_rng` (torch, CPU: the noisy layers' noise). It
+    never draws from or reseeds torch's global generator.
+
     Args:
         spec: the env's spaces (see `qlearn.envs.env_spec`).
         config: every hyperparameter.
@@ -56,24 +60,31 @@ class DQNAgent:
         self.config = config
         self.encoder = ObsEncoder(spec)
         self.device = torch.device(config.device)
-        torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
         self.num_actions = spec.num_actions
 
         dist = config.distributional
         self.num_atoms = config.num_atoms if dist != "none" else 1
         torso = pick_network(config, spec)
-        self.q_net = QNetwork(
-            self.encoder.input_shape if torso != "mlp" else self.encoder.input_dim,
-            self.num_actions,
-            config.hidden_sizes,
-            torso=torso,
-            init=config.init,
-            dueling=config.dueling,
-            noisy=config.noisy,
-            noisy_sigma=config.noisy_sigma,
-            num_atoms=self.num_atoms,
-        ).to(self.device)
+        # torch's layers initialise from the global generator: seed a private copy of it.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            q_net = QNetwork(
+                self.encoder.input_shape if torso != "mlp" else self.encoder.input_dim,
+                self.num_actions,
+                config.hidden_sizes,
+                torso=torso,
+                init=config.init,
+                dueling=config.dueling,
+                noisy=config.noisy,
+                noisy_sigma=config.noisy_sigma,
+                num_atoms=self.num_atoms,
+            )
+            # The noise continues the stream the initial weights came from; a generator seeded
+            # afresh would redraw the very numbers the weights were made of.
+            self.torch_rng = torch.Generator()
+            self.torch_rng.set_state(torch.get_rng_state())
+        self.q_net = q_net.to(self.device)
         self.target_net = copy.deepcopy(self.q_net)
         self.target_net.requires_grad_(False)
         # The fused kernel does Adam's update in one pass per tensor: ~2x faster on small nets.
@@ -162,13 +173,21 @@ class DQNAgent:
         return [(m.weight.detach().numpy().T, m.bias.detach().numpy()) for m in linears]
 
     # ------------------------------------------------------------------ acting
-    def epsilon(self, step: int, total_steps: int) -> float:
-        """Epsilon of the linear schedule at env step `step` (0 under noisy nets)."""
+    def epsilon(self, step: int) -> float:
+        """Probability of a uniform random action at env step `step` (steps taken before it).
+
+        1 before `learning_starts` whatever the variant: the warm-up fills the replay with a
+        uniform random policy, as in Stable-Baselines3. After it, the linear schedule over the
+        run's planned `config.total_steps` (never over one `learn(n)` call), or 0 under noisy
+        nets and softmax, which explore by themselves.
+        """
         c = self.config
-        if c.noisy:
+        if step < c.learning_starts:
+            return 1.0
+        if c.noisy or c.exploration == "softmax":
             return 0.0
         return linear_schedule(
-            c.epsilon_start, c.epsilon_end, c.exploration_fraction * total_steps, step
+            c.epsilon_start, c.epsilon_end, c.exploration_fraction * c.total_steps, step
         )
 
     def q_values(self, obs: np.ndarray) -> np.ndarray:
@@ -193,30 +212,42 @@ class DQNAgent:
         return out
 
     def act(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
-        """Actions for a batch of observations: epsilon-greedy, softmax or noisy-greedy.
+        """Training actions for a batch of observations.
+
+        With probability `epsilon` a uniform random action, else the variant's own choice:
+        greedy under fresh noise (noisy nets: new noise at every call, as in Rainbow and
+        Dopamine), a softmax sample, or greedy.
 
         Args:
             obs: (num_envs, *obs_shape) raw observations.
-            epsilon: probability of a uniform random action (ignored under softmax and noisy).
+            epsilon: probability of a uniform random action, as `epsilon(step)` gives it.
 
         Returns:
             (num_envs,) int64 actions.
         """
         n = len(obs)
         rng = self.rng
-        c = self.config
-        if c.exploration == "softmax" and not c.noisy:
-            return np.asarray(softmax_action(self.q_values(obs), c.temperature, rng))
         if n == 1:
             # One env: skip the forward pass entirely on exploratory steps.
             if rng.random() < epsilon:
                 return np.array([rng.integers(self.num_actions)])
-            return self.q_values(obs).argmax(axis=1)
-        greedy = self.q_values(obs).argmax(axis=1)
+            return self._policy(obs)
+        if epsilon >= 1:
+            return rng.integers(self.num_actions, size=n)
+        actions = self._policy(obs)
         if epsilon <= 0:
-            return greedy
+            return actions
         explore = rng.random(n) < epsilon
-        return np.where(explore, rng.integers(self.num_actions, size=n), greedy)
+        return np.where(explore, rng.integers(self.num_actions, size=n), actions)
+
+    def _policy(self, obs: np.ndarray) -> np.ndarray:
+        """The variant's own training action for each of the (num_envs, ...) observations."""
+        c = self.config
+        if c.noisy:
+            self.q_net.reset_noise(self.torch_rng)
+        elif c.exploration == "softmax":
+            return np.asarray(softmax_action(self.q_values(obs), c.temperature, self.rng))
+        return self.q_values(obs).argmax(axis=1)
 
     def predict(self, obs: np.ndarray) -> np.ndarray:
         """Greedy actions for a batch of raw observations (noise off)."""
@@ -276,8 +307,8 @@ class DQNAgent:
         else:
             batch = self.replay.sample(c.batch_size, self.rng)
         if c.noisy:
-            self.q_net.reset_noise()
-            self.target_net.reset_noise()
+            self.q_net.reset_noise(self.torch_rng)
+            self.target_net.reset_noise(self.torch_rng)
         loss_per_sample, q_taken, priority = self._loss(batch)
         if c.prioritized:
             loss = (loss_per_sample * self._tensor(batch.weights)).mean()
@@ -385,7 +416,8 @@ class DQNAgent:
 
     # ------------------------------------------------------------------ state
     def tensors(self) -> dict[str, torch.Tensor]:
-        """Every tensor of the learner's state: both networks and the Adam moments."""
+        """Every tensor of the learner's state: both networks, the Adam moments and the state of
+        `torch_rng`."""
         out: dict[str, torch.Tensor] = {}
         for k, v in self.q_net.state_dict().items():
             out[f"q_net.{k}"] = v
@@ -396,7 +428,7 @@ class DQNAgent:
             for name, value in state.items():
                 tensor = value if torch.is_tensor(value) else torch.tensor(value)
                 out[f"optim.{i}.{name}"] = tensor
-        out["torch_rng"] = torch.get_rng_state()
+        out["torch_rng"] = self.torch_rng.get_state()
         return out
 
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -418,7 +450,9 @@ class DQNAgent:
         if self.engine is not None:
             self.engine.bind_optimizer_state()
         if "torch_rng" in tensors:
-            torch.set_rng_state(tensors["torch_rng"])
+            # Checkpoints before the agent had its own generator saved torch's global CPU one
+            # under this key: the same state format, so they restore into `torch_rng`.
+            self.torch_rng.set_state(tensors["torch_rng"])
         self._fast_act = self._numpy_policy()
 
     def counters(self) -> dict[str, Any]:
@@ -429,9 +463,10 @@ class DQNAgent:
         self.rng.bit_generator.state = data["numpy_rng"]
 
 
-def per_beta(config: DQNConfig, step: int, total_steps: int) -> float:
-    """Importance-weight exponent, annealed linearly from per_beta_start to 1 over training."""
-    return linear_schedule(config.per_beta_start, 1.0, total_steps, step)
+def per_beta(config: DQNConfig, step: int) -> float:
+    """Importance-weight exponent, annealed linearly from per_beta_start at step 0 to 1 at the
+    run's planned `config.total_steps`."""
+    return linear_schedule(config.per_beta_start, 1.0, config.total_steps, step)
 
 
 def num_crossings(before: int, after: int, interval: int) -> int:

@@ -41,7 +41,10 @@ def train(
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="key=value override; repeatable.")
     ] = None,
-    steps: Annotated[int | None, typer.Option(help="Env steps (default: total_steps).")] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(help="Env steps of the run; sets total_steps, which the schedules span."),
+    ] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Where logs and checkpoints go.")] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue this run dir from its newest checkpoint.")
@@ -67,10 +70,11 @@ def train(
             cfg = cfg.replace(total_steps=steps)
         run_dir = run_dir or _default_run_dir(env, cfg.seed)
         agent = DQN(env, cfg, run_dir=run_dir, progress=progress)
-    agent.learn()
+    agent.learn()  # until total_steps, or a resumed run's recorded target
     episodes = agent.config.eval_episodes
     typer.echo(f"trained {agent.counters.step} steps in {agent.counters.wall_time:.1f}s")
     # DQN's last network is often worse than its best; report both, as `qlearn eval` uses best.
+    # Both on held-out episodes (evaluate's default seed): `best` was chosen on the periodic ones.
     models = [("final", agent)]
     best_dir = agent.run_dir / "best" if agent.run_dir is not None else None
     if best_dir is not None and best_dir.is_dir():
@@ -88,7 +92,13 @@ def train(
 def eval_(
     run_dir: Annotated[Path, typer.Argument(help="A run dir or a checkpoint dir.")],
     episodes: Annotated[int, typer.Option(min=1, help="Evaluation episodes.")] = 20,
-    seed: Annotated[int | None, typer.Option(help="Seed of the first episode.")] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="Seed of the first episode (default: held-out episodes, which no periodic "
+            "evaluation during training used)."
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Evaluate a trained agent greedily (its best model, else final)."""

@@ -2,15 +2,17 @@
 
     from qlearn import DQN, DQNConfig
     agent = DQN("CartPole-v1", DQNConfig(total_steps=50_000))
-    agent.learn()
-    agent.evaluate(20).mean_return
+    agent.learn()                   # until step 50,000, the run's planned total
+    agent.learn(10_000)             # 10,000 more steps
+    agent.evaluate(20).mean_return  # on held-out episodes
     agent.save("cartpole")
     agent = DQN.load("cartpole")
 
 Counting: `step` counts real transitions (env steps that produced a stored transition) summed
 over the vector env's copies. Every interval (`train_interval`, `target_update_interval`,
 `eval_interval`, `checkpoint_interval`) is in those steps, so the replay ratio does not change
-with `num_envs`.
+with `num_envs`. The schedules (epsilon, PER beta) run over `config.total_steps`, the run's
+planned total, so splitting training into several `learn(n)` calls changes none of them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import numbers
 import signal
 import threading
 import time
@@ -35,7 +38,7 @@ from qlearn.agents.dqn import DQNAgent, num_crossings, per_beta
 from qlearn.config import DQNConfig
 from qlearn.envs import EnvSpec, env_spec, make_env, make_vector_env
 from qlearn.errors import CheckpointError, ConfigError, EnvError, QlearnError, TrainingError
-from qlearn.evaluation import EvalResult, run_episodes
+from qlearn.evaluation import EvalResult, held_out_eval_seed, periodic_eval_seed, run_episodes
 from qlearn.monitor import Monitor
 
 RUN_CONFIG = "config.toml"
@@ -56,7 +59,8 @@ class Counters:
 
     step: int = 0
     episodes: int = 0
-    total_steps: int = 0
+    target_step: int = 0
+    """The step the latest `learn()` call trains to; a resumed run continues to it."""
     best_eval: float = -math.inf
     num_evals: int = 0
     wall_time: float = 0.0
@@ -89,20 +93,39 @@ class _StopFlag:
                 signal.signal(s, h)
 
 
+def flushing_denormals() -> bool:
+    """Whether this thread's CPU flushes denormal floats to zero (torch has no getter for it)."""
+    return (torch.tensor([1e-39]) * 1.0).item() == 0.0
+
+
 @contextlib.contextmanager
 def _flush_denormals() -> Iterator[None]:
     """Treat denormal floats as zero while training (the CPU's FTZ/DAZ flags, this thread only).
 
     Adam's moments of parameters whose gradient is exactly zero (dead ReLU units) decay into the
     denormal range, where each float operation takes ~100x longer: Adam on a CartPole network went
-    from 35 to 120 us a step. TensorFlow sets the same flags by default. They are cleared again on
-    exit, which is the CPU's default.
+    from 35 to 120 us a step. TensorFlow sets the same flags by default. On exit they are put
+    back as they were.
     """
+    before = flushing_denormals()
     torch.set_flush_denormal(True)
     try:
         yield
     finally:
-        torch.set_flush_denormal(False)
+        torch.set_flush_denormal(before)
+
+
+@contextlib.contextmanager
+def _torch_threads(num_threads: int) -> Iterator[None]:
+    """Run torch's intra-op pool with `num_threads` threads, restoring the count on exit."""
+    before = torch.get_num_threads()
+    if before != num_threads:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def _check_device(device: str) -> None:
@@ -120,6 +143,9 @@ def _counters_from(data: Any) -> Counters:
     """Counters from a checkpoint's JSON, refusing unknown or non-numeric entries."""
     if not isinstance(data, dict):
         raise TypeError(f"counters is {type(data).__name__}, expected an object")
+    if "total_steps" in data and "target_step" not in data:
+        # Older checkpoints name the target step `total_steps`.
+        data = {("target_step" if k == "total_steps" else k): v for k, v in data.items()}
     fields = {f.name: type(f.default) for f in dataclasses.fields(Counters)}
     unknown = set(data) - set(fields)
     if unknown:
@@ -188,11 +214,10 @@ class DQN:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.progress = progress
         _check_device(self.config.device)
-        torch.set_num_threads(self.config.torch_threads)
         self.agent = DQNAgent(spec, self.config)
         if not lazy_replay:
             _ = self.agent.replay
-        self.counters = Counters(total_steps=self.config.total_steps)
+        self.counters = Counters()
         self._eval_env: gym.Env | None = None
         self.last_metrics: dict[str, float] = {}
 
@@ -241,36 +266,51 @@ class DQN:
         return int(actions[0]) if single else actions
 
     def evaluate(self, num_episodes: int = 10, seed: int | None = None) -> EvalResult:
-        """Greedy evaluation on a separate env; `seed` defaults to the config's seed + 1e6."""
+        """Greedy evaluation on a separate env.
+
+        Args:
+            num_episodes: episodes to run.
+            seed: seed of the first reset. The default gives held-out episodes, which no periodic
+                evaluation during training used (see `qlearn.evaluation.held_out_eval_seed`).
+        """
         if self._eval_env is None:
             self._eval_env = self.make_eval_env()
-        seed = self.config.seed + 1_000_000 if seed is None else seed
+        seed = held_out_eval_seed(self.config.seed) if seed is None else seed
         return run_episodes(self._eval_env, self.predict, num_episodes, seed)
 
     # ------------------------------------------------------------------ learning
     def learn(
         self,
-        total_steps: int | None = None,
+        steps: int | None = None,
         *,
         callback: Callable[[DQN, dict[str, float]], bool | None] | None = None,
     ) -> DQN:
-        """Train until `total_steps` env steps (config.total_steps by default) have been taken.
+        """Train `steps` more env steps, or, without it, until the run's planned total.
 
-        A resumed agent continues from its step counter. SIGINT/SIGTERM save a checkpoint (when
-        there is a run_dir) and raise TrainingInterrupted. `callback(agent, metrics)` is called
-        after each evaluation; returning False stops training early.
+        `learn(n)` continues from the step counter for n more steps, as Stable-Baselines3's
+        `learn(total_timesteps)` does; calls add up. `learn()` trains until
+        `config.total_steps`, or, when a call was interrupted (a resumed run, or a callback that
+        stopped it), until that call's target; it does nothing once the run is there. The
+        schedules (epsilon, PER beta) run over `config.total_steps` however the steps are split
+        into calls. SIGINT/SIGTERM save a checkpoint (when there is a run_dir) and raise
+        TrainingInterrupted. `callback(agent, metrics)` is called after each evaluation;
+        returning False stops training early.
         """
         c = self.config
         counters = self.counters
-        if total_steps is not None:
-            if total_steps < 1:
-                raise ConfigError(f"total_steps = {total_steps} is out of range; allowed: >= 1")
-            counters.total_steps = total_steps
+        if steps is not None:
+            if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+                raise ConfigError(f"steps = {steps!r} is invalid; allowed: an integer >= 1")
+            counters.target_step = counters.step + int(steps)
+        elif counters.step >= counters.target_step:
+            counters.target_step = c.total_steps
+        if counters.step >= counters.target_step:
+            return self
         if self.run_dir is not None:
             self._prepare_run_dir()
         monitor = Monitor(
             self.run_dir,
-            counters.total_steps,
+            counters.target_step,
             progress=self.progress,
             tensorboard=c.tensorboard,
             initial_step=counters.step,
@@ -284,6 +324,7 @@ class DQN:
             # core, which on a busy machine makes the numpy engine's small matmuls ~30x slower.
             with (
                 stop.installed(),
+                _torch_threads(c.torch_threads),
                 threadpool_limits(c.torch_threads, user_api="blas"),
                 _flush_denormals(),
             ):
@@ -304,7 +345,7 @@ class DQN:
     def _periodic_eval(self, monitor: Monitor) -> dict[str, float]:
         c, counters = self.config, self.counters
         t0 = time.perf_counter()
-        seed = c.seed + 1_000_000 + 1_000 * counters.num_evals
+        seed = periodic_eval_seed(c.seed, counters.num_evals)
         result = self.evaluate(c.eval_episodes, seed=seed)
         counters.num_evals += 1
         summary = {
@@ -520,7 +561,7 @@ class _Run:
         self.monitor = monitor
         self.stop = stop
         self.callback = callback
-        self.total = owner.counters.total_steps
+        self.total = owner.counters.target_step  # this call's end; schedules use c.total_steps
         self.check_finite = owner.spec.obs_dtype != "uint8"
         self.metrics: dict[str, float] = {}
         self.recent_returns: list[float] = []
@@ -545,14 +586,16 @@ class _Run:
         batch = np.empty((1, *obs.shape), dtype=obs.dtype)
         ep_return, ep_length = 0.0, 0
         check_finite = self.check_finite
+        clip_rewards = self.config.clip_rewards
         while counters.step < self.total:
-            epsilon = agent.epsilon(counters.step, self.total)
+            epsilon = agent.epsilon(counters.step)
             batch[0] = obs
             action = int(agent.act(batch, epsilon)[0])
             next_obs, reward, terminated, truncated, _ = env.step(action)
             if check_finite and not (abs(reward) <= FLOAT32_MAX and np.isfinite(next_obs).all()):
                 self._nonfinite(next_obs, reward)
-            replay.add_one(obs, action, reward, next_obs, terminated)
+            stored = min(max(reward, -1.0), 1.0) if clip_rewards else reward
+            replay.add_one(obs, action, stored, next_obs, terminated)
             ep_return += float(reward)
             ep_length += 1
             step = counters.step + 1
@@ -579,7 +622,7 @@ class _Run:
         ep_return = np.zeros(num_envs)
         ep_length = np.zeros(num_envs, dtype=np.int64)
         while counters.step < self.total:
-            epsilon = agent.epsilon(counters.step, self.total)
+            epsilon = agent.epsilon(counters.step)
             actions = agent.act(obs, epsilon)
             next_obs, rewards, terminated, truncated, _ = envs.step(actions)
             if self.check_finite and not (
@@ -588,13 +631,15 @@ class _Run:
                 self._nonfinite(next_obs, rewards)
             valid = ~prev_done
             n_new = int(valid.sum())
+            # Clipped before the n-step sums; the episode returns below add the raw rewards.
+            stored = np.clip(rewards, -1.0, 1.0) if c.clip_rewards else rewards
             if nstep is not None:
-                out = nstep.push(obs, actions, rewards, next_obs, terminated, truncated, valid)
+                out = nstep.push(obs, actions, stored, next_obs, terminated, truncated, valid)
                 if out is not None:
                     replay.add(*out.as_add_args())
             elif n_new:
                 replay.add(
-                    obs[valid], actions[valid], rewards[valid], next_obs[valid], terminated[valid]
+                    obs[valid], actions[valid], stored[valid], next_obs[valid], terminated[valid]
                 )
             before = counters.step
             step = before + n_new
@@ -634,7 +679,7 @@ class _Run:
         if step >= c.learning_starts:
             num_updates = (step // c.train_interval - before // c.train_interval) * c.gradient_steps
             if num_updates:
-                beta = per_beta(c, step, self.total) if c.prioritized else 1.0
+                beta = per_beta(c, step) if c.prioritized else 1.0
                 self.metrics = agent.train(num_updates, beta) or self.metrics
             if step // c.target_update_interval != before // c.target_update_interval:
                 agent.update_target()
