@@ -33,12 +33,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from qlearn.evaluation import held_out_eval_seed, periodic_eval_seed
+
 SOLVED = 475.0
 EVAL_EPISODES = 20
 RESCORE_EPISODES = 100
-# First episode seed of the re-scoring: far above every periodic evaluation's seed
-# (seed + 1e6 + 1000 k), so re-scoring runs on episodes no evaluation picked a network by.
-RESCORE_SEED = 2_000_000_000
 RESULTS = Path(__file__).parent / "results"
 
 # rl-baselines3-zoo, hyperparams/dqn.yml, CartPole-v1.
@@ -111,7 +110,8 @@ def _rescore(policy: Any, seed: int, solved: bool) -> dict[str, Any]:
     """Mean and min over 100 held-out episodes of a network that solved (empty if it did not)."""
     if not solved:
         return {}
-    returns = _greedy_returns(policy, RESCORE_SEED + 1000 * seed, RESCORE_EPISODES)
+    # qlearn's held-out seed: episodes no periodic evaluation (of either library) picked it by.
+    returns = _greedy_returns(policy, held_out_eval_seed(seed), RESCORE_EPISODES)
     mean = statistics.fmean(returns)
     return {"rescore_mean": mean, "rescore_min": min(returns), "rescore_solved": mean >= SOLVED}
 
@@ -191,7 +191,7 @@ def sb3_solve(seed: int, budget: int, eval_interval: int) -> dict[str, Any]:
             t = time.perf_counter()
             score = _greedy_eval(
                 lambda o: int(self.model.predict(o, deterministic=True)[0]),
-                seed + 1_000_000 + 1000 * len(evals),
+                periodic_eval_seed(seed, len(evals)),  # the episodes qlearn's run sees
             )
             eval_time += time.perf_counter() - t
             evals.append((self.num_timesteps, score))
@@ -237,7 +237,7 @@ def qlearn_engine(seed: int, steps: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     agent.learn()
     wall = time.perf_counter() - t0
-    score = _greedy_eval(agent.predict, seed + 1_000_000)
+    score = _greedy_eval(agent.predict, held_out_eval_seed(seed))
     return {
         "library": "qlearn",
         "seed": seed,
@@ -266,7 +266,9 @@ def sb3_engine(seed: int, steps: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     model.learn(steps)
     wall = time.perf_counter() - t0
-    score = _greedy_eval(lambda o: int(model.predict(o, deterministic=True)[0]), seed + 1_000_000)
+    score = _greedy_eval(
+        lambda o: int(model.predict(o, deterministic=True)[0]), held_out_eval_seed(seed)
+    )
     return {
         "library": "sb3",
         "seed": seed,
