@@ -1,14 +1,19 @@
-"""Crash and resume: train a preset with `qlearn train`, SIGKILL it at random moments, resume
-each time with `qlearn train --resume`, then check the result still solves the task.
+"""Crash and resume: train a preset with `qlearn train` and its default checkpoint settings,
+SIGKILL it at random moments, resume each time with `qlearn train --resume`, then check that
+nothing was lost and the result still solves the task.
 
-After every kill, each checkpoint left on disk must pass its size and SHA-256 checks and load,
-and the CSV logs must parse; at the end the run must have reached its last step, and
-`qlearn eval RUN` (the best model, 20 greedy episodes) must reach the preset's target. The CI
-version of this check is tests/train/test_crash_safety.py (a short run, no learning target).
+Kill moments are spread over the run: once the progress bar passes each of `--kills` random
+steps, a random delay of up to the time of 1,000 more steps. After every kill, each checkpoint
+left on disk must pass its size and SHA-256 checks and load, and the CSV logs must read as a
+resume reads them; at the end the run must have reached its last step with no missing or
+duplicated log rows, and `qlearn eval RUN` (the best model, 20 greedy episodes) must reach the
+preset's target. The table of kills shows how many steps each crash cost (the steps trained
+since the newest checkpoint). The CI version of this check is tests/train/test_crash_safety.py
+(short runs, no learning target).
 
     .venv/bin/python benchmarks/crash_resume.py                # cartpole, 10 kills
     .venv/bin/python benchmarks/crash_resume.py --kills 20 --seed 1
-    .venv/bin/python benchmarks/crash_resume.py --set learning_rate=2.3e-3 --set ...
+    .venv/bin/python benchmarks/crash_resume.py --set checkpoint_interval=1000 --set ...
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import csv
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -28,10 +34,12 @@ from pathlib import Path
 
 from qlearn import checkpoint
 from qlearn.cli.dqn import build_config
+from qlearn.monitor import read_log
 from qlearn.train import DQN
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = {"cartpole": ("CartPole-v1", 475.0)}
+PROGRESS = re.compile(r"(\d+)/\d+ \[")  # tqdm's "12000/50000 [00:10<00:32, ...]"
 
 
 def qlearn_command() -> list[str]:
@@ -42,30 +50,28 @@ def qlearn_command() -> list[str]:
 
 
 def check_run(run: Path) -> int:
-    """Load every checkpoint on disk and parse every CSV log; the newest checkpoint's step."""
+    """Load every checkpoint on disk and read every CSV log as a resume does (only a last row
+    may be cut off); the newest checkpoint's step."""
     for path in checkpoint.checkpoint_dirs(run):
         DQN.load(path, with_replay=True)
     for name in ("best", "final"):
         if (run / name).exists():
             DQN.load(run / name)
     for name in ("episodes.csv", "train.csv", "evals.csv"):
-        if (run / name).exists():
-            with open(run / name, newline="", encoding="utf-8") as f:
-                rows = list(csv.reader(f))
-            assert all(len(r) == len(rows[0]) for r in rows), f"{name} has a torn row"
-            for row in rows[1:]:
+        header, rows = read_log(run / name)
+        if header is not None:
+            lines = (run / name).read_text(encoding="utf-8").count("\n")
+            assert len(rows) == lines - 1, f"{name} has a torn row before its last"
+            for row in rows:
                 [float(v) for v in row]
     latest = checkpoint.latest_checkpoint(run)
     return 0 if latest is None else checkpoint.read_meta(latest)["counters"]["step"]
 
 
-def wait_for_training(run: Path, proc: subprocess.Popen, before: int | None) -> None:
-    """Until the run dir has been prepared again (config.toml rewritten), or the process ended."""
-    config = run / "config.toml"
-    while proc.poll() is None:
-        if config.exists() and config.stat().st_ino != before:
-            return
-        time.sleep(0.05)
+def bar_step(err_path: Path) -> int | None:
+    """The step the process's progress bar last showed on stderr (None before it shows)."""
+    found = PROGRESS.findall(err_path.read_text(encoding="utf-8", errors="replace")[-4000:])
+    return int(found[-1]) if found else None
 
 
 def steps_of(path: Path) -> list[int]:
@@ -73,18 +79,11 @@ def steps_of(path: Path) -> list[int]:
         return [int(r["step"]) for r in csv.DictReader(f)]
 
 
-def newest_step(run: Path) -> int:
-    """Step of the newest periodic checkpoint directory, by name (cheap enough to poll)."""
-    dirs = checkpoint.checkpoint_dirs(run)
-    return int(dirs[-1].name[len(checkpoint.CHECKPOINT_PREFIX) :]) if dirs else 0
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="cartpole", choices=sorted(TARGETS))
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
-    parser.add_argument("--checkpoint-interval", type=int, default=1_000)
     parser.add_argument("--run-dir", type=Path, default=None, help="default: a temporary dir")
     parser.add_argument(
         "--results", type=Path, default=RESULTS, help="folder for the JSON (default: %(default)s)"
@@ -95,44 +94,45 @@ def main() -> None:
     args = parser.parse_args()
 
     env_id, target = TARGETS[args.preset]
-    settings = [f"checkpoint_interval={args.checkpoint_interval}", *args.overrides]
-    total = build_config(args.preset, None, settings).total_steps
+    config = build_config(args.preset, None, args.overrides)
+    total = config.total_steps
     rng = random.Random(args.seed)
-    # Kill moments spread over the whole run: once training passes each of these steps, a
-    # random fraction of a checkpoint period later (so some kills land mid-write).
-    kill_steps = sorted(int(rng.uniform(0.02, 0.98) * total) for _ in range(args.kills))
+    # Kill moments spread over the run, ending early enough that the random delay after the
+    # last one cannot reach the end of training.
+    kill_steps = sorted(int(rng.uniform(0.02, 0.9) * total) for _ in range(args.kills))
     tmp = Path(tempfile.mkdtemp(prefix="crash_resume_"))
     run = args.run_dir or tmp / "run"
-    fresh = ["train", env_id, "--preset", args.preset, "--run-dir", str(run), "--no-progress"]
-    for setting in settings:
+    fresh = ["train", env_id, "--preset", args.preset, "--run-dir", str(run)]
+    for setting in args.overrides:
         fresh += ["--set", setting]
-    resume = ["train", "--resume", str(run), "--no-progress"]
+    resume = ["train", "--resume", str(run)]
     log = []
     t0 = time.perf_counter()
-    period = 2.0  # seconds per checkpoint interval; measured as training goes
+    period = 1.0  # seconds per 1,000 steps (one progress-bar update); measured as training goes
     kills = 0
     for kill_step in kill_steps:
-        config = run / "config.toml"
-        before = config.stat().st_ino if config.exists() else None
         argv = resume if checkpoint.latest_checkpoint(run) is not None else fresh
         start_step = check_run(run) if argv is resume else 0
         err_path = tmp / f"stderr_{kills + 1}.txt"
         with open(err_path, "w", encoding="utf-8") as err:
             proc = subprocess.Popen(qlearn_command() + argv, stdout=subprocess.DEVNULL, stderr=err)
-        wait_for_training(run, proc, before)
-        seen, seen_at = newest_step(run), time.monotonic()
-        while proc.poll() is None and seen < kill_step:
-            time.sleep(0.05)
-            if newest_step(run) != seen:
-                if seen > start_step:  # a full interval between two new checkpoints
-                    period = time.monotonic() - seen_at
-                seen, seen_at = newest_step(run), time.monotonic()
+        seen, seen_at = None, time.monotonic()
+        while proc.poll() is None:
+            step = bar_step(err_path)
+            if step != seen:
+                if seen is not None and step is not None and step > seen:
+                    period = (time.monotonic() - seen_at) * 1_000 / (step - seen)
+                seen, seen_at = step, time.monotonic()
+            if seen is not None and seen >= kill_step:
+                break
+            time.sleep(0.02)
         delay = rng.uniform(0.0, period)
         time.sleep(delay)
         if proc.poll() is not None:
             raise SystemExit(f"training ended before kill {kills + 1}: {err_path.read_text()}")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+        killed_at = bar_step(err_path) or start_step
         kills += 1
         reached = check_run(run)
         temporaries = [p.name for p in run.rglob(".*")]
@@ -142,18 +142,23 @@ def main() -> None:
                 "resumed_from": start_step,
                 "kill_after_step": kill_step,
                 "extra_delay_s": round(delay, 2),
+                "killed_at_step": killed_at,
                 "newest_checkpoint": reached,
+                "steps_lost": max(killed_at - reached, 0),
                 "left_temporaries": temporaries,
             }
         )
         print(
             f"kill {kills:2d}: resumed at step {start_step:6d}, killed {delay:4.2f}s after "
-            f"passing step {kill_step:6d}; newest checkpoint {reached:6d}, temporaries left: "
+            f"passing step {kill_step:6d} (at ~{killed_at:6d}); newest checkpoint {reached:6d}, "
+            f"steps lost ~{max(killed_at - reached, 0):5d}; temporaries left: "
             f"{temporaries or 'none'}",
             flush=True,
         )
 
-    final = subprocess.run(qlearn_command() + resume, capture_output=True, text=True)
+    final = subprocess.run(
+        [*qlearn_command(), *resume, "--no-progress"], capture_output=True, text=True
+    )
     assert final.returncode == 0, final.stderr
     check_run(run)
     final_step = checkpoint.read_meta(run / "final")["counters"]["step"]
@@ -176,12 +181,15 @@ def main() -> None:
     solved = evals["best"]["mean_return"] >= target
 
     print()
+    lost = [k["steps_lost"] for k in log]
     print(
-        "| preset | kills | final step | eval best (20 ep) | eval final (20 ep) | solved | wall |"
+        "| preset | kills | steps lost per kill (mean / max) | final step | eval best (20 ep) "
+        "| eval final (20 ep) | solved | wall |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     print(
-        f"| {args.preset} | {kills} | {final_step}/{total} | "
+        f"| {args.preset} | {kills} | {sum(lost) / len(lost):.0f} / {max(lost)} | "
+        f"{final_step}/{total} | "
         f"{evals['best']['mean_return']:.1f} +/- {evals['best']['std_return']:.1f} | "
         f"{evals['final']['mean_return']:.1f} +/- {evals['final']['std_return']:.1f} | "
         f"{'yes' if solved else 'NO'} (>= {target:g}) | {wall:.0f}s |"
@@ -191,6 +199,10 @@ def main() -> None:
         "preset": args.preset,
         "seed": args.seed,
         "overrides": args.overrides,
+        "checkpoint_settings": {
+            k: getattr(config, k)
+            for k in ("checkpoint_interval", "checkpoint_minutes", "checkpoint_max_overhead")
+        },
         "kills": log,
         "final_step": final_step,
         "total_steps": total,

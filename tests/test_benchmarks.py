@@ -90,3 +90,15 @@ def test_speed_script_qlearn_side() -> None:
     assert [row["num_envs"] for row in throughput["rows"]] == [1, 4]
     assert throughput["replay_bytes_per_transition"] == 39
     speed._print_table({"throughput": throughput})
+
+
+def test_checkpoint_overhead_script(tmp_path: Path) -> None:
+    # 3,000 steps: no periodic checkpoint falls due, only the one at the end of the run.
+    run_script(
+        "checkpoint_overhead.py", "--seeds", "0", "--steps", "3000", "--results", str(tmp_path),
+        cwd=tmp_path,
+    )  # fmt: skip
+    result = json.loads((tmp_path / "checkpoint_overhead_cartpole.json").read_text())
+    (row,) = result["per_seed"]
+    assert row["checkpoints"] == [3000] and row["same_weights"]
+    assert 0 < row["checkpoint_s"] < row["wall_on_s"]

@@ -67,6 +67,8 @@ BOUNDS: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "eval_interval": (0, None, False, False),
     "eval_episodes": (1, None, False, False),
     "checkpoint_interval": (0, None, False, False),
+    "checkpoint_minutes": (0, None, False, False),
+    "checkpoint_max_overhead": (0, 1, True, False),
     "v_min": (None, None, False, False),
     "v_max": (None, None, False, False),
 }

@@ -390,8 +390,24 @@ class DQNConfig(ConfigBase):
     """Env steps between greedy evaluations on a separate env; 0 disables."""
     eval_episodes: int = 10
     """Episodes per periodic evaluation."""
-    checkpoint_interval: int = 0
-    """Env steps between periodic checkpoints; 0 keeps only the final and interrupt ones."""
+    checkpoint_interval: int = 10_000
+    """Env steps between periodic checkpoints (with the replay buffer: what `--resume` continues
+    from after a crash); 0 disables this trigger. They fall at its multiples unless
+    `checkpoint_max_overhead` delays them. A run keeps its two newest."""
+    checkpoint_minutes: float = 5.0
+    """Minutes of wall-clock time after which a periodic checkpoint falls due whatever the step
+    count (checked every 1,000 steps); 0 disables this trigger. With both triggers a crash loses
+    at most this much time or `checkpoint_interval` steps of training, whichever is less, unless
+    `checkpoint_max_overhead` delays a checkpoint. With both at 0 only an interrupted (SIGINT,
+    SIGTERM) or finished run leaves a checkpoint."""
+    checkpoint_max_overhead: float | None = 0.02
+    """Cap on the share of time spent writing periodic checkpoints, in (0, 1]; None removes it.
+    A due checkpoint waits (checked every 1,000 steps) until the time since the last one began
+    is at least that one's cost divided by this share. Small replays are never held back
+    (CartPole's 50,000 transitions, ~2 MB, take milliseconds), while a checkpoint of Atari's 1M
+    transitions (~7 GB, tens of seconds to write and hash; 30 s, say) is followed by the next no
+    sooner than 25 minutes later instead of after 10,000 steps. Only which checkpoints get
+    written depends on the machine's speed; what is learned never does."""
     tensorboard: bool = False
     """Also write TensorBoard event files."""
     log_grad_norms: bool = False
@@ -439,5 +455,10 @@ class DQNConfig(ConfigBase):
         check_range("eval_interval", self.eval_interval, 0)
         check_range("eval_episodes", self.eval_episodes, 1)
         check_range("checkpoint_interval", self.checkpoint_interval, 0)
+        check_range("checkpoint_minutes", self.checkpoint_minutes, 0)
+        if self.checkpoint_max_overhead is not None:
+            check_range(
+                "checkpoint_max_overhead", self.checkpoint_max_overhead, 0, 1, low_open=True
+            )
         if not self.device:
             raise ConfigError("device = '' is invalid; allowed: a torch device such as 'cpu'")

@@ -1,8 +1,10 @@
 """Training logs behind one small interface: CSV always, TensorBoard optionally, a progress bar.
 
-CSV files are appended row by row and flushed; on resume `truncate_after(step)` rewrites each
-file atomically without the rows past the checkpoint, so a resumed run continues with no
-duplicated and no missing rows.
+Each CSV file is created atomically with its header, then appended row by row and flushed, so a
+crash leaves it absent, with a complete header, or at worst with its last row cut off. On resume
+`truncate_after(step)` rewrites each file atomically without the rows past the checkpoint (and
+without a cut-off row), so a resumed run continues with no duplicated and no missing rows.
+`read_log` is the one reader of what a crash may leave.
 """
 
 from __future__ import annotations
@@ -15,10 +17,41 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from qlearn.checkpoint import atomic_write_text
+from qlearn.errors import TrainingError
 
 EPISODES_CSV = "episodes.csv"
 TRAIN_CSV = "train.csv"
 EVALS_CSV = "evals.csv"
+
+
+def read_log(path: Path) -> tuple[list[str] | None, list[list[str]]]:
+    """The header and complete rows of a CSV log, as a crash may have left it.
+
+    A missing or empty file, or one holding only part of its header line, has no header (None)
+    and no rows. A last line without its newline is a row cut off by a crash and is left out;
+    so is a row with the wrong number of fields. Raises TrainingError for a header that has no
+    `step` column (not a qlearn log).
+    """
+    if not path.exists():
+        return None, []
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines = lines[:-1]
+    if not lines:
+        return None, []
+    header, *rows = csv.reader(lines)
+    if "step" not in header:
+        raise TrainingError(
+            f"log {str(path)!r} has no 'step' column in its header {header!r}; it is not a qlearn "
+            "log: move it away"
+        )
+    return header, [row for row in rows if len(row) == len(header)]
+
+
+def _csv_line(values: list[Any]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(values)
+    return out.getvalue()
 
 
 class CSVLog:
@@ -28,48 +61,46 @@ class CSVLog:
         self.path = path
         self._file: TextIO | None = None
         self._writer: csv.DictWriter[str] | None = None
-        self.columns: list[str] | None = None
-        if path.exists():
-            with open(path, newline="", encoding="utf-8") as f:
-                header = next(csv.reader(f), None)
-            self.columns = header or None
+        self.columns, _ = read_log(path)
 
     def write(self, row: Mapping[str, Any]) -> None:
         if self._writer is None:
-            fresh = self.columns is None
             if self.columns is None:
+                # Header and file appear together (atomic rename): a crash right after creating
+                # the file cannot leave it empty or with a partial header.
                 self.columns = list(row)
+                atomic_write_text(self.path, _csv_line(self.columns))
             self._file = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
-            self._writer = csv.DictWriter(self._file, self.columns, extrasaction="ignore")
-            if fresh:
-                self._writer.writeheader()
+            self._writer = csv.DictWriter(
+                self._file, self.columns, extrasaction="ignore", lineterminator="\n"
+            )
         self._writer.writerow({k: _fmt(v) for k, v in row.items()})
         assert self._file is not None
         self._file.flush()
 
     def truncate_after(self, step: int) -> None:
-        """Keep the header and the complete rows with `step <= step`; drop a torn last line."""
-        if not self.path.exists():
-            return
-        text = self.path.read_text(encoding="utf-8")
-        lines = text.splitlines(keepends=True)
-        if lines and not lines[-1].endswith("\n"):
-            lines = lines[:-1]  # a row cut off by a crash
-        if not lines:
-            self.path.unlink()
+        """Keep the complete rows with `step <= step`, rewriting the file atomically.
+
+        A file left with no rows (empty, a header only, or only later rows) is removed, and the
+        next row creates it again with its header.
+        """
+        header, rows = read_log(self.path)
+        kept = []
+        if header is not None:
+            index = header.index("step")
+            for row in rows:
+                try:
+                    if int(float(row[index])) <= step:
+                        kept.append(row)
+                except ValueError:
+                    continue
+        if not kept:
+            self.path.unlink(missing_ok=True)
             self.columns = None
             return
-        out = io.StringIO()
-        out.write(lines[0])
-        reader = csv.DictReader(lines)
-        writer = csv.DictWriter(out, reader.fieldnames or [], lineterminator="\n")
-        for row in reader:
-            try:
-                if int(float(row["step"])) <= step:
-                    writer.writerow(row)
-            except (KeyError, TypeError, ValueError):
-                continue
-        atomic_write_text(self.path, out.getvalue())
+        assert header is not None
+        atomic_write_text(self.path, "".join(_csv_line(r) for r in [header, *kept]))
+        self.columns = header
 
     def close(self) -> None:
         if self._file is not None:

@@ -101,7 +101,11 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path)
     """Rewards of 1e30 are finite in float32, but their squared TD error is not: the MSE loss
     turns inf, training stops, and the checkpoints written before are intact."""
     env = Spoil(gym.make("CartPole-v1"), at=700, value=1e30, where="scale")
-    agent = DQN(env, SMALL.replace(checkpoint_interval=250, loss="mse"), run_dir=tmp_path)
+    agent = DQN(
+        env,
+        SMALL.replace(checkpoint_interval=250, checkpoint_max_overhead=None, loss="mse"),
+        run_dir=tmp_path,
+    )
     with pytest.raises(TrainingError, match=r"non-finite loss \((inf|nan)\) at update \d+; "):
         agent.learn()
     failed_at = agent.counters.step
@@ -128,7 +132,9 @@ def test_skip_mode_skips_nonfinite_updates_with_a_warning() -> None:
 def test_diverging_weights_are_never_checkpointed(tmp_path: Path) -> None:
     """With a huge step size the first update (finite loss) sends the weights to inf; the
     checkpoint due at that step is refused, so the newest one on disk is still finite."""
-    config = SMALL.replace(learning_rate=1e300, max_grad_norm=None, checkpoint_interval=4)
+    config = SMALL.replace(
+        learning_rate=1e300, max_grad_norm=None, checkpoint_interval=4, checkpoint_max_overhead=None
+    )
     agent = DQN("CartPole-v1", config, run_dir=tmp_path)
     with pytest.raises(TrainingError, match=r"training diverged at step \d+: q_net\."):
         agent.learn()

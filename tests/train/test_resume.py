@@ -43,6 +43,7 @@ CFG = DQNConfig(
     eval_interval=HALF,
     eval_episodes=2,
     checkpoint_interval=500,
+    checkpoint_max_overhead=None,  # every due checkpoint written, however slow the machine
     seed=3,
 )
 TIMING = {"steps_per_s", "eval_time_s", "train_time_s"}  # CSV columns that measure time
@@ -272,11 +273,56 @@ def test_old_checkpoints_name_the_target_total_steps(tmp_path: Path) -> None:
     assert DQN.load(path).counters.target_step == 300
 
 
-def test_resume_needs_a_checkpoint(tmp_path: Path) -> None:
+def test_resume_says_why_there_is_no_checkpoint(tmp_path: Path) -> None:
     from qlearn.errors import CheckpointError
 
-    with pytest.raises(CheckpointError, match="no complete checkpoint to resume from"):
-        DQN.resume(tmp_path)
+    def refused(run: Path) -> str:
+        with pytest.raises(
+            CheckpointError, match="has no complete checkpoint to resume from: "
+        ) as e:
+            DQN.resume(run)
+        return str(e.value).split(": ", 1)[1]
+
+    assert refused(tmp_path / "nowhere") == "no such directory"
+    assert refused(tmp_path) == (
+        "it holds no readable config.toml, so it is not a qlearn run directory"
+    )
+
+    early = tmp_path / "early"  # default checkpoint settings; stopped at the first evaluation
+    config = CFG.replace(checkpoint_interval=10_000, checkpoint_max_overhead=0.02)
+    DQN(ENV, config, run_dir=early).learn(callback=lambda agent, metrics: False)
+    assert refused(early) == (
+        "it stopped before its first periodic checkpoint (due after 10000 steps or 5 minutes of "
+        "training); train it again without --resume"
+    )
+
+    off = tmp_path / "off"
+    config = CFG.replace(total_steps=600, checkpoint_interval=0, checkpoint_minutes=0.0)
+    DQN(ENV, config, run_dir=off).learn()
+    assert refused(off) == (
+        "its config disables periodic checkpoints (checkpoint_interval = 0 and "
+        "checkpoint_minutes = 0); train it again without --resume"
+    )
+
+    broken = tmp_path / "broken"
+    DQN(ENV, CFG.replace(total_steps=1_000, eval_interval=0), run_dir=broken).learn()
+    for path in checkpoint.checkpoint_dirs(broken):
+        with open(path / checkpoint.MODEL, "ab") as f:
+            f.write(b"x")
+    assert refused(broken) == "its 2 checkpoint(s) fail the size and SHA-256 checks"
+
+
+def test_resume_reads_a_best_model_that_a_crash_left_moved_aside(tmp_path: Path) -> None:
+    """A kill between the two renames that replace best/ leaves only its hidden old copy; resume
+    puts it back before reading its score, so a worse model cannot replace it."""
+    run = tmp_path / "run"
+    agent = DQN(ENV, CFG.replace(total_steps=600, eval_interval=0), run_dir=run)
+    agent.learn()
+    agent.counters.best_eval = 1e9
+    agent.save(run / "best")
+    os.rename(run / "best", run / ".best.old")
+    assert DQN.resume(run).counters.best_eval == 1e9
+    assert DQN.load(run / "best").counters.best_eval == 1e9
 
 
 def test_fresh_run_refuses_a_dir_holding_another_run(runs: dict[str, Any]) -> None:

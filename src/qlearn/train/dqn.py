@@ -13,6 +13,12 @@ over the vector env's copies. Every interval (`train_interval`, `target_update_i
 `eval_interval`, `checkpoint_interval`) is in those steps, so the replay ratio does not change
 with `num_envs`. The schedules (epsilon, PER beta) run over `config.total_steps`, the run's
 planned total, so splitting training into several `learn(n)` calls changes none of them.
+
+Periodic checkpoints (on by default, so `--resume` has something to continue after a crash)
+fall due every `checkpoint_interval` steps or `checkpoint_minutes` of wall-clock time, and wait
+while writing them would take more than `checkpoint_max_overhead` of the time. They read the
+clock and the RNG states but never draw from an RNG, so when they happen changes what is on
+disk, never what is learned.
 """
 
 from __future__ import annotations
@@ -47,6 +53,12 @@ BEST = "best"
 FINAL = "final"
 TRAIN_LOG_INTERVAL = 1_000  # env steps between train.csv rows and progress-bar refreshes
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # the replay stores rewards as float32
+KEEP_CHECKPOINTS = 2  # periodic checkpoints a run keeps (a crash mid-write leaves the other)
+
+
+def _checkpoint_clock() -> float:
+    """Seconds on a monotonic clock, read by the wall-clock checkpoint rule (tests replace it)."""
+    return time.monotonic()
 
 
 class TrainingInterrupted(QlearnError):
@@ -338,8 +350,9 @@ class DQN:
             monitor.close()
         if self.run_dir is not None and not run.stopped_early:
             self.save(self.run_dir / FINAL)
-            if c.checkpoint_interval and self.counters.step % c.checkpoint_interval:
-                self.save_checkpoint()  # unless the last periodic one is already at this step
+            periodic = c.checkpoint_interval or c.checkpoint_minutes
+            if periodic and run.checkpoint_step != self.counters.step:
+                self.save_checkpoint()  # the end state, for a later resume with more steps
         return self
 
     def _periodic_eval(self, monitor: Monitor) -> dict[str, float]:
@@ -430,7 +443,7 @@ class DQN:
             raise ConfigError("save_checkpoint needs a run_dir")
         name = f"{checkpoint.CHECKPOINT_PREFIX}{self.counters.step:010d}"
         path = self.save(self.run_dir / "checkpoints" / name, include_replay=True)
-        checkpoint.prune_checkpoints(self.run_dir, keep=2)
+        checkpoint.prune_checkpoints(self.run_dir, keep=KEEP_CHECKPOINTS)
         return path
 
     @classmethod
@@ -514,17 +527,41 @@ class DQN:
         later evaluation must beat, so a worse model never replaces it.
         """
         run_dir = Path(run_dir)
+        if run_dir.is_dir():
+            # Put back a best/ or final/ that a crash left moved aside, so its score is read.
+            checkpoint.remove_temporaries(run_dir)
         latest = checkpoint.latest_checkpoint(run_dir)
         if latest is None:
-            raise CheckpointError(
-                f"run {str(run_dir)!r} has no complete checkpoint to resume from "
-                "(set checkpoint_interval > 0 to write them)"
-            )
+            raise CheckpointError(_no_checkpoint_message(run_dir))
         self = cls.load(latest, run_dir=run_dir, progress=progress, with_replay=True)
         with contextlib.suppress(CheckpointError, KeyError, TypeError, ValueError):
             best = float(checkpoint.read_meta(run_dir / BEST)["counters"]["best_eval"])
             self.counters.best_eval = max(self.counters.best_eval, best)
         return self
+
+
+def _no_checkpoint_message(run_dir: Path) -> str:
+    """Why `run_dir` has no checkpoint to resume from, as its config.toml explains it."""
+    start = f"run {str(run_dir)!r} has no complete checkpoint to resume from"
+    if not run_dir.is_dir():
+        return f"{start}: no such directory"
+    found = len(checkpoint.checkpoint_dirs(run_dir))
+    if found:
+        return f"{start}: its {found} checkpoint(s) fail the size and SHA-256 checks"
+    try:
+        config = DQNConfig.from_toml(run_dir / RUN_CONFIG)
+    except ConfigError:
+        return f"{start}: it holds no readable {RUN_CONFIG}, so it is not a qlearn run directory"
+    if not (config.checkpoint_interval or config.checkpoint_minutes):
+        return (
+            f"{start}: its config disables periodic checkpoints (checkpoint_interval = 0 and "
+            "checkpoint_minutes = 0); train it again without --resume"
+        )
+    return (
+        f"{start}: it stopped before its first periodic checkpoint (due after "
+        f"{config.checkpoint_interval} steps or {config.checkpoint_minutes:g} minutes of "
+        "training); train it again without --resume"
+    )
 
 
 def resolve_model_path(path: Path) -> Path:
@@ -573,6 +610,13 @@ class _Run:
         self.reset_seed = self.config.seed + owner.counters.step
         self.next_event = self._next_event(owner.counters.step)
         self.eval_time = 0.0  # excluded from wall_time, which counts training only
+        # Periodic checkpoints: when the last began (the run's start counts as one, for the
+        # wall-clock trigger), how long it took, whether one is due, and its step.
+        self.checkpoint_began = _checkpoint_clock()
+        self.checkpoint_cost = 0.0
+        self.checkpoint_due = False
+        self.checkpoint_step: int | None = None
+        self.checkpoint_path: Path | None = None
 
     def _wall_time(self) -> float:
         return self.wall_before + time.perf_counter() - self.t_start - self.eval_time
@@ -699,18 +743,42 @@ class _Run:
             ):
                 self.stopped_early = True
                 return True
-        if (
-            owner.run_dir is not None
-            and c.checkpoint_interval
-            and num_crossings(before, step, c.checkpoint_interval)
-        ):
-            owner.save_checkpoint()
+        if owner.run_dir is not None and self._checkpoint_now(before, step):
+            self._checkpoint()
         if self.stop.signal is not None:
-            where = owner.save_checkpoint() if owner.run_dir is not None else None
+            where = None
+            if owner.run_dir is not None:  # one written at this very step is not written twice
+                where = self.checkpoint_path if self.checkpoint_step == step else self._checkpoint()
             name = signal.Signals(self.stop.signal).name
             saved = f"; checkpoint saved to {where}" if where else ""
             raise TrainingInterrupted(f"{name} at step {step}{saved}")
         return False
+
+    def _checkpoint_now(self, before: int, step: int) -> bool:
+        """Whether a periodic checkpoint is due at `step` and the overhead cap lets it be written.
+
+        Due: `checkpoint_interval` was crossed in (before, step], or `checkpoint_minutes` have
+        passed since the last checkpoint began. A due checkpoint stays due until written; it
+        waits while the last one's cost exceeds `checkpoint_max_overhead` of the time since it
+        began, so checkpoints take at most that share of the run.
+        """
+        c = self.config
+        since = _checkpoint_clock() - self.checkpoint_began
+        if c.checkpoint_interval and num_crossings(before, step, c.checkpoint_interval):
+            self.checkpoint_due = True
+        if c.checkpoint_minutes and since >= 60.0 * c.checkpoint_minutes:
+            self.checkpoint_due = True
+        cap = c.checkpoint_max_overhead
+        return self.checkpoint_due and (cap is None or self.checkpoint_cost <= cap * since)
+
+    def _checkpoint(self) -> Path:
+        """Write a periodic checkpoint, timing it for the overhead cap."""
+        began = _checkpoint_clock()
+        path = self.owner.save_checkpoint()
+        self.checkpoint_began, self.checkpoint_cost = began, _checkpoint_clock() - began
+        self.checkpoint_due = False
+        self.checkpoint_step, self.checkpoint_path = self.counters.step, path
+        return path
 
     def _next_event(self, step: int) -> int:
         """The first step after `step` at which a log row, evaluation or checkpoint falls due."""
