@@ -84,3 +84,20 @@ def test_speed_script_qlearn_side() -> None:
     assert [row["num_envs"] for row in throughput["rows"]] == [1, 4]
     assert throughput["replay_bytes_per_transition"] == 39
     speed._print_table({"throughput": throughput})
+
+
+def test_serve_load_script(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("fastapi")
+    out = run_script("serve_load.py", "--quick", "--results", str(tmp_path), cwd=tmp_path)
+    assert "server alive after the load: True" in out
+    report = json.loads((tmp_path / "serve_load_quick.json").read_text())
+    assert [(r["batch"], r["path"].split(",")[0]) for r in report["rows"]][:3] == [
+        (1, "HTTP /predict"),
+        (1, "HTTP /predict"),
+        (1, "in process: onnxruntime"),
+    ]
+    for row in report["robustness"]:
+        assert row["good_correct"] == row["good_sent"] > 0
+        assert row["bad_4xx"] == row["bad_sent"] >= 11  # every malformed kind at least once
+        assert row["bad_other"] == 0
