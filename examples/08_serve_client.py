@@ -44,7 +44,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the episode")
     parser.add_argument("--run-dir", type=Path, default=Path("runs/08_serve_client"))
     args = parser.parse_args()
-    args.quick = args.quick or (os.environ.get("QLEARN_QUICK") == "1" and not args.url)
+    from_env = os.environ.get("QLEARN_QUICK") == "1" and not (args.url or args.model)
+    args.quick = args.quick or from_env
     if not (args.url or args.model or args.quick):
         parser.error("give --url of a running server, --model to serve, or --quick")
     return args

@@ -81,6 +81,14 @@ def greedy_q(agent: DQN, obs: np.ndarray) -> np.ndarray:
         agent.agent.q_net.train()
 
 
+def assert_greedy(actions: np.ndarray, q: np.ndarray) -> None:
+    """Each action is a greedy one under `q`: its Q-value is the row's maximum up to the
+    tolerance (an exact tie, or two values a rounding apart, may go either way)."""
+    chosen = q[np.arange(len(q)), actions]
+    slack = TOLERANCE * np.maximum(1.0, np.abs(q).max(axis=1))
+    assert (chosen >= q.max(axis=1) - slack).all(), (actions, q)
+
+
 KINDS = ["mlp", "dueling", "noisy", "c51", "qr", "one_hot", "minatar_cnn", "nature_cnn"]
 
 
@@ -115,7 +123,7 @@ def test_every_network_kind_round_trips(kind: str, exported: Any) -> None:
         assert q_onnx.shape == (batch, agent.spec.num_actions) and q_onnx.dtype == np.float32
         assert actions.shape == (batch,) and actions.dtype == np.int64
         np.testing.assert_allclose(q_onnx, q_torch, rtol=TOLERANCE, atol=TOLERANCE)
-        np.testing.assert_array_equal(actions, q_torch.argmax(axis=1))
+        assert_greedy(actions, q_torch)
 
 
 def test_noisy_net_exports_its_mean_weights(exported: Any) -> None:

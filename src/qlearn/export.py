@@ -349,7 +349,7 @@ def observations_from_episodes(
         obs = np.asarray(obs)
         seen.append(obs)
         if rng.random() < EPISODE_RANDOM_ACTIONS:
-            action = int(env.action_space.sample())
+            action = int(rng.integers(env.action_space.n))  # type: ignore[attr-defined]
         else:
             action = act(obs)
         obs, _, terminated, truncated, _ = env.step(action)
