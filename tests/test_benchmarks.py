@@ -102,3 +102,20 @@ def test_checkpoint_overhead_script(tmp_path: Path) -> None:
     (row,) = result["per_seed"]
     assert row["checkpoints"] == [3000] and row["same_weights"]
     assert 0 < row["checkpoint_s"] < row["wall_on_s"]
+
+
+def test_serve_load_script(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("fastapi")
+    out = run_script("serve_load.py", "--quick", "--results", str(tmp_path), cwd=tmp_path)
+    assert "server alive after the load: True" in out
+    report = json.loads((tmp_path / "serve_load_quick.json").read_text())
+    assert [(r["batch"], r["path"].split(",")[0]) for r in report["rows"]][:3] == [
+        (1, "HTTP /predict"),
+        (1, "HTTP /predict"),
+        (1, "in process: onnxruntime"),
+    ]
+    for row in report["robustness"]:
+        assert row["good_correct"] == row["good_sent"] > 0
+        assert row["bad_4xx"] == row["bad_sent"] >= 11  # every malformed kind at least once
+        assert row["bad_other"] == 0

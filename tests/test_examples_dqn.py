@@ -87,3 +87,16 @@ def test_exploration_example_draws_both_learning_curves(tmp_path: Path) -> None:
     assert data.startswith(PNG_SIGNATURE)
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert (width, height) == (1100, 420)  # figsize (11, 4.2) at 100 dpi
+
+
+@pytest.mark.slow
+def test_serve_client_example_plays_an_episode_against_the_real_server(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("fastapi")
+    out = run_example("08_serve_client.py", "--quick", cwd=tmp_path)
+    assert re.search(r"exported runs/08_serve_client/policy\.onnx \(onnxruntime matched", out)
+    assert re.search(r"server at http://127\.0\.0\.1:\d+: CartPole-v1, onnx model", out), out
+    steps, ret = re.search(r"episode over after (\d+) steps: return ([\d.]+)", out).groups()
+    assert float(ret) == int(steps)  # CartPole pays 1 a step
+    assert "the server chose the trained agent's actions: True" in out
+    assert (tmp_path / "runs" / "08_serve_client" / "policy.onnx.json").is_file()

@@ -19,3 +19,11 @@ class CheckpointError(QlearnError):
 
 class TrainingError(QlearnError, RuntimeError):
     """Training cannot go on: a non-finite loss, a NaN observation, no memory for the buffer."""
+
+
+class ExportError(QlearnError, RuntimeError):
+    """An exported model failed its check against the original, so nothing was written."""
+
+
+class ServeError(QlearnError, RuntimeError):
+    """A policy server could not start, or stopped answering."""

@@ -205,11 +205,7 @@ class DQNAgent:
 
     def _to_q(self, out: torch.Tensor) -> torch.Tensor:
         """(batch, actions[, atoms]) network output -> (batch, actions) Q-values."""
-        if self.config.distributional == "c51":
-            return (out.softmax(-1) * self.support).sum(-1)
-        if self.config.distributional == "qr":
-            return out.mean(-1)
-        return out
+        return expected_q(out, self.config.distributional, self.support)
 
     def act(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
         """Training actions for a batch of observations.
@@ -461,6 +457,24 @@ class DQNAgent:
     def load_counters(self, data: dict[str, Any]) -> None:
         self.num_updates = int(data["num_updates"])
         self.rng.bit_generator.state = data["numpy_rng"]
+
+
+def expected_q(out: torch.Tensor, distributional: str, support: torch.Tensor) -> torch.Tensor:
+    """Q-values from a network's output: the mean of its return distribution.
+
+    Args:
+        out: (batch, actions) Q-values, or (batch, actions, atoms) C51 logits or QR quantiles.
+        distributional: `none`, `c51` or `qr`.
+        support: (atoms,) C51 atom values; unused otherwise.
+
+    Returns:
+        (batch, actions): `out` itself, sum_i softmax(out)_i z_i for C51, the mean quantile for QR.
+    """
+    if distributional == "c51":
+        return (out.softmax(-1) * support).sum(-1)
+    if distributional == "qr":
+        return out.mean(-1)
+    return out
 
 
 def per_beta(config: DQNConfig, step: int) -> float:

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -46,6 +46,9 @@ from qlearn.envs import EnvSpec, env_spec, make_env, make_vector_env
 from qlearn.errors import CheckpointError, ConfigError, EnvError, QlearnError, TrainingError
 from qlearn.evaluation import EvalResult, held_out_eval_seed, periodic_eval_seed, run_episodes
 from qlearn.monitor import Monitor
+
+if TYPE_CHECKING:
+    from qlearn.export import ExportReport
 
 RUN_CONFIG = "config.toml"
 RUN_INFO = "run.json"
@@ -289,6 +292,47 @@ class DQN:
             self._eval_env = self.make_eval_env()
         seed = held_out_eval_seed(self.config.seed) if seed is None else seed
         return run_episodes(self._eval_env, self.predict, num_episodes, seed)
+
+    def export(
+        self,
+        path: str | Path,
+        *,
+        format: str = "onnx",
+        num_checks: int = 10_000,
+        seed: int = 0,
+    ) -> ExportReport:
+        """Write the greedy policy as an ONNX graph and a JSON sidecar, after checking them.
+
+        onnxruntime must reproduce torch's Q-values (within 1e-5 of max(1, |Q|)) and actions on
+        `num_checks` observations, half drawn from the observation space and half met in
+        episodes of the env; see `qlearn.export`. Needs the `export` extra.
+
+        Args:
+            path: the .onnx file to write; the sidecar goes beside it (`policy.onnx.json`).
+            format: `onnx`, the only format so far.
+            num_checks: observations the export is checked on.
+            seed: seeds the check's observations and episodes.
+
+        Returns:
+            what was written and how closely onnxruntime matched torch.
+        """
+        from qlearn.export import check_output_path, export_onnx
+
+        path = check_output_path(path, format)
+        env = self._make_single_env()
+        try:
+            return export_onnx(
+                self.agent,
+                env,
+                path,
+                env_id=self.env_id,
+                env_kwargs=self.env_kwargs,
+                num_checks=num_checks,
+                seed=seed,
+            )
+        finally:
+            if env is not self._env_instance:
+                env.close()
 
     # ------------------------------------------------------------------ learning
     def learn(
