@@ -164,6 +164,17 @@ def test_atomic_write_text(tmp_path: Path) -> None:
     assert [p.name for p in target.parent.iterdir()] == ["f.txt"]
 
 
+def test_atomic_output_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "f.bin"
+    with checkpoint.atomic_output(target) as f:
+        f.write(b"old")
+    with pytest.raises(RuntimeError, match="mid-write"), checkpoint.atomic_output(target) as f:
+        f.write(b"half of the new")
+        raise RuntimeError("mid-write")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in target.parent.iterdir()] == ["f.bin"]  # no temporary left
+
+
 # ---------------------------------------------------------------------- run directories
 
 

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from qlearn.config import (
+    MAX_NUM_ENVS,
     MAX_SEED,
     MAX_TORCH_THREADS,
     DQNConfig,
@@ -60,7 +61,7 @@ BOUNDS: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "epsilon_end": (0, 1, False, False),
     "exploration_fraction": (0, 1, True, False),
     "temperature": (0, None, True, False),
-    "num_envs": (1, None, False, False),
+    "num_envs": (1, MAX_NUM_ENVS, False, False),
     "frame_stack": (1, None, False, False),
     "seed": (0, MAX_SEED, False, False),
     "torch_threads": (1, MAX_TORCH_THREADS, False, False),
@@ -79,6 +80,10 @@ RELATED = {
     "v_min": {"v_max"},
     "v_max": {"v_min"},
     "hidden_sizes": {"hidden_sizes entry"},
+    "batch_size": {"buffer_size"},
+    "buffer_size": {"batch_size"},
+    "num_envs": {"total_steps"},
+    "total_steps": {"num_envs"},
 }
 
 
@@ -123,6 +128,13 @@ def valid_configs(draw: st.DrawFn) -> DQNConfig:
     low, high = kwargs.get("v_min", DEFAULT.v_min), kwargs.get("v_max", DEFAULT.v_max)
     assume(low != high)
     kwargs["v_min"], kwargs["v_max"] = min(low, high), max(low, high)
+    # Pairs bounded by each other: the smaller goes to the field that must be smaller.
+    for small, large in (("batch_size", "buffer_size"), ("num_envs", "total_steps")):
+        a, b = (
+            kwargs.get(small, getattr(DEFAULT, small)),
+            kwargs.get(large, getattr(DEFAULT, large)),
+        )
+        kwargs[small], kwargs[large] = min(a, b), max(a, b)
     return DQNConfig(**kwargs)
 
 
@@ -361,6 +373,57 @@ def test_none_survives_toml_when_the_default_is_not_none(tmp_path: Path) -> None
 def test_values_that_crashed_later_are_refused(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         DQNConfig(**changes)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"batch_size": 10**12},
+            "batch_size = 1000000000000 is larger than buffer_size = 100000; allowed: at most "
+            "buffer_size",
+        ),
+        (
+            {"total_steps": 200, "num_envs": 1_000},
+            "num_envs = 1000 is out of range; allowed: [1, 200] (at most total_steps = 200",
+        ),
+        (
+            {"num_envs": MAX_NUM_ENVS + 1},
+            f"num_envs = {MAX_NUM_ENVS + 1} is out of range; allowed: [1, {MAX_NUM_ENVS}] "
+            f"(at most MAX_NUM_ENVS = {MAX_NUM_ENVS}",
+        ),
+    ],
+)
+def test_values_bounded_by_another_field(changes: dict[str, Any], message: str) -> None:
+    """A batch larger than the buffer, or more envs than steps (a million envs for 200 steps
+    used to run a million steps), is refused with the bound."""
+    with pytest.raises(ConfigError) as info:
+        DQNConfig(**changes)
+    assert message in str(info.value)
+
+
+def test_values_at_their_bound_are_accepted() -> None:
+    assert DQNConfig(batch_size=100_000, buffer_size=100_000).batch_size == 100_000
+    assert DQNConfig(total_steps=200, num_envs=200).num_envs == 200
+    assert DQNConfig(num_envs=MAX_NUM_ENVS).num_envs == MAX_NUM_ENVS
+
+
+@pytest.mark.parametrize("text", ["[64, 64", "64, 64]", "[64,64]]", "64,,64", "64,", ",64", ""])
+def test_malformed_list_strings_are_refused(text: str) -> None:
+    """`--set 'hidden_sizes=[64, 64'` (unclosed) used to be read as (64, 64): brackets were
+    stripped blindly."""
+    with pytest.raises(ConfigError, match=r"hidden_sizes = .* is invalid; allowed: a list of"):
+        DEFAULT.with_overrides([f"hidden_sizes={text}"])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("[64, 64]", (64, 64)), ("64,64", (64, 64)), (" 8 , 4 ", (8, 4))],
+)
+def test_list_strings_that_are_accepted(text: str, expected: tuple[int, ...]) -> None:
+    """A TOML list, or a bare comma list (which TOML does not parse, so it stays a string)."""
+    assert DEFAULT.with_overrides([f"hidden_sizes={text}"]).hidden_sizes == expected
+    assert coerce("hidden_sizes", text.strip("[]"), FIELDS["hidden_sizes"]) == expected
 
 
 def test_overlong_integers(tmp_path: Path) -> None:

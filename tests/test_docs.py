@@ -78,7 +78,7 @@ def test_pages_render_code_and_math(site: tuple[Path, subprocess.CompletedProces
     dqn = (site_dir / "algorithms" / "dqn" / "index.html").read_text(encoding="utf-8")
     assert 'id="qlearn.targets.td_target"' in dqn  # mkdocstrings pulled in the docstring
     assert 'id="qlearn.targets.double_q_target"' in dqn
-    assert 'class="arithmatex"' in dqn  # equations left for MathJax
+    assert 'class="arithmatex"' in dqn  # equations left for KaTeX to typeset in the browser
 
 
 def test_pages_link_no_web_fonts(
@@ -89,6 +89,56 @@ def test_pages_link_no_web_fonts(
     for page in site_dir.rglob("*.html"):
         text = page.read_text(encoding="utf-8")
         assert not re.search(r"fonts\.(googleapis|gstatic)\.com", text), page
+
+
+REMOTE = re.compile(r"^(https?:)?//", re.IGNORECASE)
+KATEX_FILES = (
+    "javascripts/katex/katex.min.js",
+    "javascripts/katex/contrib/auto-render.min.js",
+    "javascripts/katex/katex.min.css",
+    "javascripts/katex/LICENSE",
+    "javascripts/katex-render.js",
+)
+
+
+def test_pages_load_no_script_or_style_from_the_network(
+    site: tuple[Path, subprocess.CompletedProcess, float],
+) -> None:
+    """Offline, the formulas used to show as raw LaTeX: MathJax came from a CDN."""
+    site_dir, proc, _ = site
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pages = list(site_dir.rglob("*.html"))
+    assert pages
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        scripts = re.findall(r"<script\b[^>]*\bsrc=\"([^\"]+)\"", text)
+        styles = [
+            href
+            for tag in re.findall(r"<link\b[^>]*>", text)
+            if re.search(r"\brel=\"?(stylesheet|preload|modulepreload)", tag)
+            for href in re.findall(r"\bhref=\"([^\"]+)\"", tag)
+        ]
+        remote = [url for url in scripts + styles if REMOTE.match(url)]
+        assert not remote, f"{page}: {remote}"
+        assert re.search(r"<script[^>]*\bsrc=\"[^\"]*javascripts/katex/katex\.min\.js\"", text)
+    for page in (site_dir / "assets").rglob("*.css"):  # the theme's own styles too
+        assert not re.search(r"url\(\s*[\"']?(https?:)?//", page.read_text(encoding="utf-8"))
+
+
+def test_site_ships_the_math_renderer(
+    site: tuple[Path, subprocess.CompletedProcess, float],
+) -> None:
+    site_dir, proc, _ = site
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name in KATEX_FILES:
+        assert (site_dir / name).is_file(), name
+    assert "MIT" in (site_dir / "javascripts/katex/LICENSE").read_text(encoding="utf-8")
+    css = (site_dir / "javascripts/katex/katex.min.css").read_text(encoding="utf-8")
+    fonts = re.findall(r"url\(([^)]+)\)", css)
+    assert len(fonts) >= 20  # one per KaTeX face
+    for font in fonts:
+        assert not REMOTE.match(font), font
+        assert (site_dir / "javascripts/katex" / font).is_file(), font
 
 
 def test_python_examples_in_the_pages_import_what_exists() -> None:

@@ -21,12 +21,13 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.numpy import load_file as load_numpy
 from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import load_file as load_torch
@@ -64,6 +65,30 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file to write `path` through: readers see the old file or the whole new one.
+
+    The bytes go to a hidden temporary file beside `path`, which replaces it (one rename) only
+    when the block finishes without an error; otherwise the temporary is removed and `path`
+    is untouched. Missing parent folders are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -199,17 +224,40 @@ def _load_safetensors(file: Path, loader: Any) -> dict[str, Any]:
         ) from None
 
 
-def read_checkpoint(
-    path: str | Path, *, with_replay: bool = False
-) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, np.ndarray] | None]:
-    """Load (meta, tensors, replay arrays or None) from a checkpoint directory."""
+def tensor_shapes(file: str | Path) -> dict[str, tuple[int, ...]]:
+    """The shape of each tensor in a safetensors file, read from its header alone.
+
+    Nothing else is loaded, so a loader can compare the shapes with what it expects before it
+    allocates anything.
+    """
+    file = Path(file)
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118
+    except Exception as exc:  # safetensors raises several types for a bad header
+        raise CheckpointError(
+            f"{str(file)!r} is not a valid safetensors file ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def read_tensors(
+    path: str | Path, meta: Mapping[str, Any], *, with_replay: bool = False
+) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray] | None]:
+    """Load (tensors, replay arrays or None) of a checkpoint whose meta `read_meta` checked."""
     path = Path(path)
-    meta = read_meta(path)
     tensors = _load_safetensors(path / MODEL, load_torch)
     replay = None
     if with_replay and REPLAY in meta["files"]:
         replay = _load_safetensors(path / REPLAY, load_numpy)
-    return meta, tensors, replay
+    return tensors, replay
+
+
+def read_checkpoint(
+    path: str | Path, *, with_replay: bool = False
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, np.ndarray] | None]:
+    """Load (meta, tensors, replay arrays or None) from a checkpoint directory."""
+    meta = read_meta(path)
+    return meta, *read_tensors(path, meta, with_replay=with_replay)
 
 
 def checkpoint_dirs(run_dir: str | Path) -> list[Path]:

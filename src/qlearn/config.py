@@ -35,6 +35,12 @@ Engine = Literal["auto", "numpy", "torch"]
 
 MAX_SEED = 2**63 - 1  # torch.manual_seed and TOML integers stop at 64 bits
 MAX_TORCH_THREADS = 1024  # torch crashes (SIGSEGV) when asked for absurd thread counts
+MAX_NUM_ENVS = 4096
+"""Most env copies one run steps. They all live in this process and are stepped one after another
+(Gymnasium's SyncVectorEnv, or CartPole's numpy vector env), so more copies add no parallelism:
+they only batch the forward pass, which stops paying off long before a few thousand rows. Each
+copy is a full env object (an Atari emulator holds megabytes), so the cap also stops a typo such as
+`num_envs=1000000` from building a million envs until memory runs out."""
 
 
 def check_range(
@@ -60,11 +66,32 @@ def check_range(
         raise ConfigError(f"{name} = {value!r} is out of range; allowed: {left}{lo}, {hi}{right}")
 
 
+def check_num_envs(num_envs: int, total_steps: int) -> None:
+    """Raise ConfigError unless 1 <= num_envs <= min(total_steps, MAX_NUM_ENVS).
+
+    Each round of training steps every env once, so envs beyond the step budget would run it
+    over (a million envs for 200 steps took a million steps).
+    """
+    limit = min(total_steps, MAX_NUM_ENVS)
+    if isinstance(num_envs, int) and 1 <= num_envs <= limit:
+        return
+    if total_steps < MAX_NUM_ENVS:
+        why = (
+            f"total_steps = {total_steps}: each round steps every env, so more envs than steps "
+            "overrun the step budget"
+        )
+    else:
+        why = f"MAX_NUM_ENVS = {MAX_NUM_ENVS}, the most env copies one process steps"
+    raise ConfigError(
+        f"num_envs = {num_envs!r} is out of range; allowed: [1, {limit}] (at most {why})"
+    )
+
+
 def _type_name(tp: Any) -> str:
     if get_origin(tp) is Literal:
         return "one of " + ", ".join(repr(a) for a in get_args(tp))
     if get_origin(tp) is tuple:
-        return "a list of integers"
+        return "a list of integers, e.g. [64, 64] or 64,64"
     if get_origin(tp) in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in get_args(tp))
     names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
@@ -93,7 +120,11 @@ def coerce(name: str, value: Any, tp: Any) -> Any:
     elif origin is tuple:
         items = value
         if isinstance(value, str):
-            items = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+            # A TOML list arrives parsed; a string here is either a bare comma list (`64,64`) or
+            # text that failed to parse as TOML, such as an unclosed `[64, 64`: refuse brackets
+            # and empty items rather than guess.
+            parts = [v.strip() for v in value.split(",")]
+            items = None if "[" in value or "]" in value or "" in parts else parts
         if isinstance(items, list | tuple):
             try:
                 return tuple(coerce(name, item, get_args(tp)[0]) for item in items)
@@ -340,7 +371,7 @@ class DQNConfig(ConfigBase):
     buffer_size: int = 100_000
     """Transitions kept in the replay buffer."""
     batch_size: int = 64
-    """Transitions per gradient step."""
+    """Transitions per gradient step; at most `buffer_size`."""
     learning_starts: int = 1_000
     """Env steps before the first update."""
     train_interval: int = 4
@@ -373,7 +404,8 @@ class DQNConfig(ConfigBase):
     """Softmax temperature, > 0."""
     # --- envs
     num_envs: int = 1
-    """Envs stepped together through a Gymnasium vector env."""
+    """Envs stepped together through a Gymnasium vector env; at most `total_steps` and
+    `MAX_NUM_ENVS` (4096)."""
     frame_stack: int = 4
     """Frames stacked for Atari observations."""
     seed: int = 0
@@ -436,6 +468,11 @@ class DQNConfig(ConfigBase):
         check_range("n_step", self.n_step, 1, 255)
         check_range("buffer_size", self.buffer_size, 1)
         check_range("batch_size", self.batch_size, 1)
+        if self.batch_size > self.buffer_size:
+            raise ConfigError(
+                f"batch_size = {self.batch_size} is larger than buffer_size = {self.buffer_size}; "
+                "allowed: at most buffer_size (a batch samples what the buffer holds)"
+            )
         check_range("learning_starts", self.learning_starts, 0)
         check_range("train_interval", self.train_interval, 1)
         check_range("gradient_steps", self.gradient_steps, 1)
@@ -448,7 +485,7 @@ class DQNConfig(ConfigBase):
         check_range("epsilon_end", self.epsilon_end, 0, self.epsilon_start)
         check_range("exploration_fraction", self.exploration_fraction, 0, 1, low_open=True)
         check_range("temperature", self.temperature, 0, None, low_open=True)
-        check_range("num_envs", self.num_envs, 1)
+        check_num_envs(self.num_envs, self.total_steps)
         check_range("frame_stack", self.frame_stack, 1)
         check_range("seed", self.seed, 0, MAX_SEED)
         check_range("torch_threads", self.torch_threads, 1, MAX_TORCH_THREADS)

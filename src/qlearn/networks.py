@@ -118,6 +118,24 @@ def mlp(sizes: Sequence[int], init: str, *, activate_last: bool = True) -> nn.Se
     return nn.Sequential(*layers)
 
 
+def conv_output_shapes(
+    convs: Sequence[nn.Conv2d], input_shape: tuple[int, int, int]
+) -> list[tuple[int, int, int]]:
+    """(channels, height, width) after each convolution of a chain, by the size formula
+    floor((size + 2 padding - dilation (kernel - 1) - 1) / stride) + 1 (no forward pass)."""
+    _, h, w = input_shape
+    shapes = []
+    for conv in convs:
+        sizes = []
+        for i, size in enumerate((h, w)):
+            pad = conv.padding[i] if isinstance(conv.padding, tuple) else 0
+            span = conv.dilation[i] * (conv.kernel_size[i] - 1)
+            sizes.append((size + 2 * int(pad) - span - 1) // conv.stride[i] + 1)
+        h, w = sizes
+        shapes.append((conv.out_channels, h, w))
+    return shapes
+
+
 class MinAtarTorso(nn.Module):
     """The MinAtar paper's network body: one 3x3 conv of 16 channels, stride 1, ReLU.
 
@@ -149,8 +167,7 @@ class NatureTorso(nn.Module):
         for conv in convs:
             init_layer(conv, init)
         self.body = nn.Sequential(convs[0], nn.ReLU(), convs[1], nn.ReLU(), convs[2], nn.ReLU())
-        with torch.no_grad():
-            self.out_features = int(self.body(torch.zeros(1, c, h, w)).numel())
+        self.out_features = math.prod(conv_output_shapes(convs, (c, h, w))[-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x.float() / 255.0).flatten(1)

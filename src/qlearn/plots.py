@@ -1,6 +1,8 @@
-"""Pictures: learning curves, value heatmaps with policy arrows, per-layer statistics.
+"""Pictures: learning curves, value heatmaps with policy arrows, per-layer statistics, GIFs.
 
-Uses matplotlib's non-interactive Agg backend; every function writes a PNG and returns its path.
+Uses matplotlib's non-interactive Agg backend. Every function checks its output path first
+(`check_output_path`), writes the file atomically (a crash leaves the old file or none, never a
+torn one) in the format its suffix names (PLOT_FORMATS), and returns the path it wrote.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import csv
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,8 +21,68 @@ from typing import TYPE_CHECKING
 import matplotlib.pyplot as plt
 import numpy as np
 
+from qlearn.checkpoint import atomic_output
+from qlearn.errors import ConfigError, QlearnError
+
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from qlearn.diagnostics import StudyResult
+
+PLOT_FORMATS = (".png", ".svg", ".pdf")
+"""Suffixes the plots accept, each written in its own format: PNG for screens, SVG and PDF
+(vector) for print. Matplotlib knows more; these three cover the uses and keep a typo such as
+`curve.pgn` from being refused only after the work."""
+GIF_FORMATS = (".gif",)
+EPISODES_COLUMNS = ("step", "return")
+EVALS_COLUMNS = ("step", "mean_return", "std_return")
+
+
+def check_output_path(
+    path: str | Path, suffixes: Sequence[str] = PLOT_FORMATS, what: str = "output file"
+) -> Path:
+    """Raise ConfigError unless a file can be written at `path`, before any work is done.
+
+    The path must end in one of `suffixes` (any case) and not be a directory; the nearest folder
+    above it that exists must be a writable directory (missing folders below it are created
+    when the file is written).
+
+    Args:
+        path: the file to write.
+        suffixes: allowed suffixes, with the dot.
+        what: how messages name the path, e.g. the CLI option `--out`.
+    """
+    path = Path(path)
+    allowed = " or ".join(", ".join(suffixes).rsplit(", ", 1))
+    if path.is_dir():
+        raise ConfigError(
+            f"{what} {str(path)!r} is a directory; allowed: a file path ending in {allowed}, "
+            f"e.g. {str(path / ('name' + suffixes[0]))!r}"
+        )
+    if path.suffix.lower() not in suffixes:
+        raise ConfigError(
+            f"{what} {str(path)!r} is not a {allowed} file; allowed: a path ending in {allowed}"
+        )
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{what} {str(path)!r} cannot be written: {str(folder)!r} is a file")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{what} {str(path)!r} cannot be written: folder {str(folder)!r} is not writable"
+        )
+    return path
+
+
+def _save(fig: Figure, path: Path, **kwargs: object) -> Path:
+    """Write `fig` atomically in the format of `path`'s suffix, then close it."""
+    try:
+        with atomic_output(path) as f:
+            fig.savefig(f, format=path.suffix[1:].lower(), **kwargs)  # type: ignore[arg-type]
+    finally:
+        plt.close(fig)
+    return path
 
 
 def plot_init_study(result: StudyResult, path: str | Path) -> Path:
@@ -28,8 +92,7 @@ def plot_init_study(result: StudyResult, path: str | Path) -> Path:
     weight-gradient norm (see `qlearn.diagnostics.LayerStats`). Values that are zero, negative
     or not finite cannot sit on a log axis and are left out of the lines.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = check_output_path(path)
     panels = (
         ("activation variance", "activation_var", True),
         ("backward signal norm", "backward_norm", False),
@@ -53,35 +116,65 @@ def plot_init_study(result: StudyResult, path: str | Path) -> Path:
         f"init study: depth {result.depth}, width {result.width}, {result.activation} "
         f"activations, batch {result.batch}, seed {result.seed}"
     )
+    return _save(fig, path, dpi=100)
+
+
+def read_log(path: Path, columns: Sequence[str]) -> np.ndarray | None:
+    """The numeric `columns` of a training log CSV as (rows, len(columns)), or None if absent.
+
+    Raises:
+        QlearnError: naming the file and the problem: not readable as UTF-8 CSV, empty (no
+            header), a column missing, or a cell that is not a number.
+    """
+    if not path.exists():
+        return None
     try:
-        fig.savefig(path, dpi=100, format="png")
-    finally:
-        plt.close(fig)
-    return path
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            rows = [(reader.line_num, row) for row in reader if row]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise QlearnError(f"log {str(path)!r} cannot be read as CSV: {exc}") from None
+    wanted = ", ".join(columns)
+    if not header:
+        raise QlearnError(f"log {str(path)!r} is empty; expected a header row with {wanted}")
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise QlearnError(
+            f"log {str(path)!r} has no {missing[0]!r} column (its header: "
+            f"{', '.join(header)}); expected {wanted}"
+        )
+    index = [header.index(c) for c in columns]
+    values = np.empty((len(rows), len(columns)))
+    for i, (line, row) in enumerate(rows):
+        for j, k in enumerate(index):
+            cell = row[k] if k < len(row) else ""
+            try:
+                values[i, j] = float(cell)
+            except ValueError:
+                raise QlearnError(
+                    f"log {str(path)!r} line {line}: {columns[j]} = {cell!r} is not a number"
+                ) from None
+    return values
 
 
 def learning_curve(run_dir: str | Path, out: str | Path) -> Path:
-    """Episode returns (raw and a moving average) and greedy evaluations against env steps."""
-    import csv
+    """Episode returns (raw and a moving average) and greedy evaluations against env steps.
 
-    from qlearn.errors import QlearnError
-
-    run_dir, out = Path(run_dir), Path(out)
-
-    def read(name: str) -> list[dict[str, str]]:
-        path = run_dir / name
-        if not path.exists():
-            return []
-        with open(path, newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f))
-
-    episodes, evals = read("episodes.csv"), read("evals.csv")
-    if not episodes and not evals:
+    Reads `episodes.csv` (step, return) and `evals.csv` (step, mean_return, std_return) in
+    `run_dir` and writes the figure to `out` (.png, .svg or .pdf).
+    """
+    run_dir = Path(run_dir)
+    out = check_output_path(out)
+    episodes = read_log(run_dir / "episodes.csv", EPISODES_COLUMNS)
+    evals = read_log(run_dir / "evals.csv", EVALS_COLUMNS)
+    if episodes is None and evals is None:
         raise QlearnError(f"{str(run_dir)!r} has no episodes.csv or evals.csv to plot")
+    if not (episodes is not None and len(episodes)) and not (evals is not None and len(evals)):
+        raise QlearnError(f"{str(run_dir)!r} has no rows to plot in episodes.csv or evals.csv")
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
-    if episodes:
-        steps = np.array([float(r["step"]) for r in episodes])
-        returns = np.array([float(r["return"]) for r in episodes])
+    if episodes is not None and len(episodes):
+        steps, returns = episodes[:, 0], episodes[:, 1]
         ax.plot(steps, returns, color="tab:blue", alpha=0.25, lw=0.8, label="episode return")
         window = max(1, min(50, len(returns) // 10))
         smooth = np.convolve(returns, np.ones(window) / window, mode="valid")
@@ -92,14 +185,11 @@ def learning_curve(run_dir: str | Path, out: str | Path) -> Path:
             lw=1.8,
             label=f"moving average ({window})",
         )
-    if evals:
-        steps = np.array([float(r["step"]) for r in evals])
-        mean = np.array([float(r["mean_return"]) for r in evals])
-        std = np.array([float(r["std_return"]) for r in evals])
+    if evals is not None and len(evals):
         ax.errorbar(
-            steps,
-            mean,
-            yerr=std,
+            evals[:, 0],
+            evals[:, 1],
+            yerr=evals[:, 2],
             color="tab:red",
             marker="o",
             ms=4,
@@ -112,24 +202,26 @@ def learning_curve(run_dir: str | Path, out: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def write_gif(frames: Sequence[np.ndarray], out: str | Path, fps: int = 30) -> Path:
-    """Write rgb_array frames (height, width, 3) uint8 as an animated GIF."""
+    """Write rgb_array frames (height, width, 3) uint8 as an animated GIF, atomically."""
     from PIL import Image
 
-    from qlearn.errors import QlearnError
-
+    out = check_output_path(out, GIF_FORMATS)
     if not frames or frames[0] is None:
         raise QlearnError("no frames to write: the env did not render rgb_array frames")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     images = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
-    images[0].save(out, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    with atomic_output(out) as f:
+        images[0].save(
+            f,
+            format="GIF",
+            save_all=True,
+            append_images=images[1:],
+            duration=int(1000 / fps),
+            loop=0,
+        )
     return out
 
 
@@ -152,11 +244,12 @@ def plot_value_grid(
         values: (rows * cols,) V of each state, numbered row by row as in FrozenLake.
         desc: (rows, cols) the map's letters (`env.unwrapped.desc`: S start, F frozen, H hole,
             G goal); holes and goals are labelled and get no arrow.
-        path: where to write the PNG.
+        path: where to write the figure (.png, .svg or .pdf).
         policy: (rows * cols,) int action of each state, or None for no arrows.
         title: drawn above the grid.
         moves: each action's (column, row) step; FrozenLake's by default.
     """
+    path = check_output_path(path)
     letters = np.array([[_letter(c) for c in row] for row in np.asarray(desc)])
     rows, cols = letters.shape
     grid = np.asarray(values, dtype=float).reshape(rows, cols)
@@ -185,12 +278,7 @@ def plot_value_grid(
     ax.set_yticks(range(rows))
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    try:
-        fig.savefig(path, dpi=100, format="png")
-    finally:
-        plt.close(fig)
-    return path
+    return _save(fig, path, dpi=100)
 
 
 def _letter(cell: bytes | str) -> str:

@@ -94,9 +94,11 @@ def test_init_study_unwritable_plot_is_one_error_line(
     not_a_folder.write_text("a file, not a folder")
     png = not_a_folder / "study.png"
     code, _, err = run(["init-study", "--batch", "8", "--plot", str(png)], capsys)
-    assert code != 0
-    assert err.startswith("error: cannot write the plot to")
+    assert code == 2
+    assert err.startswith(f"error: --plot {str(png)!r} cannot be written: ")
+    assert err.strip().endswith("is a file")
     assert len(err.strip().splitlines()) == 1
+    assert "layer" not in capsys.readouterr().out  # refused before the study ran
 
 
 def test_cli_scheme_names_match_the_library() -> None:

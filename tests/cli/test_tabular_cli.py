@@ -47,11 +47,44 @@ def test_tabular_trains_evaluates_and_plots(
     )
     assert code == 0, err
     assert "16 states, 4 actions; Q-learning for 2000 episodes (alpha 0.5, gamma 0.95" in out
-    assert "over 50 episodes (seed 1): mean return 1.000 +/- 0.000, success rate 1.000" in out
-    assert "mean length 6.0" in out
-    assert "/2000 [" in err and "ep/s" in err  # the progress bar
+    assert (
+        "over 50 episodes (seed 1): mean return 1.000 +/- 0.000, success rate 1.000 (success: "
+        "terminated on the goal cell G, not in a hole), mean length 6.0"
+    ) in out
+    # stderr is not a terminal here: a status line per tenth of the episodes, no bar frames.
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert [line.split(" (")[0] for line in lines] == [
+        f"episode {n:,}/2,000" for n in range(200, 2001, 200)
+    ]
+    assert "episodes/s" in lines[-1] and "return (last 100) " in lines[-1]
     assert plot.read_bytes().startswith(PNG_MAGIC)
     assert f"wrote {plot}" in out
+
+
+def test_tabular_progress_bar_on_a_terminal(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    code, _, err = run(
+        ["tabular", "FrozenLake-v1", "--episodes", "300", "--eval-episodes", "5"], capsys
+    )
+    assert code == 0, err
+    assert "\r" in err and "/300 [" in err and "episode/s" in err
+    assert "episode 300/300" not in err
+
+
+def test_success_rate_on_cliffwalking_counts_reaching_the_goal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every greedy episode of the optimal plan reaches the goal with return -13; "return > 0"
+    used to report a success rate of 0.000."""
+    code, out, err = run(["plan", "CliffWalking-v1", "--eval-episodes", "20"], capsys)
+    assert code == 0, err
+    assert (
+        "mean return -13.000 +/- 0.000, success rate 1.000 (success: terminated at the goal, "
+        "not cut off by the time limit), mean length 13.0"
+    ) in out
 
 
 def test_env_kwarg_is_the_same_as_no_slippery(capsys: pytest.CaptureFixture[str]) -> None:
@@ -110,7 +143,12 @@ def test_plan_prints_sweeps_and_the_evaluation(
         (["tabular", "FrozenLake-v1", "--env-kwarg", "is_slipery=0"], "cannot make env"),
         (["tabular", "FrozenLake-v1", "--env-kwarg", "slippery"], "expected KEY=VALUE"),
         (["tabular", "Taxi-v4", "--plot", "taxi.png"], "--plot needs a grid world"),
-        (["tabular", "FrozenLake-v1", "--plot", "lake.jpg"], "not a .png file"),
+        (
+            ["tabular", "FrozenLake-v1", "--plot", "lake.jpg"],
+            "--plot 'lake.jpg' is not a .png, .svg or .pdf file",
+        ),
+        (["tabular", "FrozenLake-v1", "--seed", "-1"], "seed = -1 is out of range"),
+        (["plan", "FrozenLake-v1", "--seed", "-1"], "seed = -1 is out of range"),
         (["plan", "FrozenLake-v1", "--method", "sarsa"], "--method 'sarsa' is invalid"),
         (["plan", "FrozenLake-v1", "--gamma", "2"], "gamma = 2.0 is out of range"),
         (["plan", "CartPole-v1"], "allowed: Discrete observations"),

@@ -1,8 +1,11 @@
 """Training refuses bad input with clear errors: NaN/inf from the env, a diverging loss or
-weights, an unwritable run dir, a replay buffer larger than memory."""
+weights, an unwritable run dir, a replay buffer, network or batch larger than memory, a
+checkpoint asking for a network it does not hold, more envs than steps, a negative seed."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ import torch
 
 from qlearn import checkpoint
 from qlearn.config import DQNConfig
-from qlearn.errors import ConfigError, TrainingError
+from qlearn.errors import CheckpointError, ConfigError, TrainingError
 from qlearn.replay import uniform
 from qlearn.train import DQN
 
@@ -188,3 +191,152 @@ def test_buffer_check_uses_available_memory(monkeypatch: pytest.MonkeyPatch) -> 
     DQN("CartPole-v1", SMALL.replace(buffer_size=fits))
     with pytest.raises(TrainingError, match=r"needs 1\.00 GiB but only 1\.00 GiB"):
         DQN("CartPole-v1", SMALL.replace(buffer_size=fits + 10))
+
+
+# ---------------------------------------------------------------------- network and batch memory
+
+
+def test_network_larger_than_memory_is_refused_before_allocation() -> None:
+    """hidden_sizes = [10**9] used to die in torch's allocator (here 10**12, which no machine
+    holds). CartPole's 4 inputs, one hidden layer of 1e12 and 2 outputs: 4e12 + 1e12 + 2e12 + 2
+    parameters, each held 6 times (online, target, gradient, two Adam moments, the numpy
+    engine's scratch) as float32."""
+    with pytest.raises(TrainingError) as info:
+        DQN("CartPole-v1", SMALL.replace(hidden_sizes=(10**12,)))
+    match = re.fullmatch(
+        r"a network of 7,000,000,000,002 parameters \(online and target copies, gradient, Adam "
+        r"moments\) needs ([\d.]+) GiB but only ([\d.]+) GiB of memory is available; "
+        r"lower hidden_sizes",
+        str(info.value),
+    )
+    assert match, str(info.value)
+    assert float(match.group(1)) == pytest.approx(7_000_000_000_002 * 6 * 4 / 2**30, abs=0.005)
+
+
+def test_network_check_uses_available_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    # hidden (16,): 4*16 + 16 + 16*2 + 2 = 114 parameters, 114 * 6 * 4 = 2,736 bytes.
+    monkeypatch.setattr(uniform, "available_memory_bytes", lambda: 2_736)
+    DQN("CartPole-v1", SMALL, lazy_replay=True)
+    monkeypatch.setattr(uniform, "available_memory_bytes", lambda: 2_735)
+    with pytest.raises(TrainingError, match=r"a network of 114 parameters .* lower hidden_sizes"):
+        DQN("CartPole-v1", SMALL, lazy_replay=True)
+
+
+def test_update_larger_than_memory_is_refused_before_allocation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch of 10**7 CartPole transitions: the estimate, worked by hand, is checked before the
+    replay buffer (or anything else sized by the batch) is allocated."""
+    monkeypatch.setattr(uniform, "available_memory_bytes", lambda: 2**30)  # 1 GiB free
+    config = SMALL.replace(batch_size=10**7, buffer_size=10**7)
+    # A row: obs and next_obs stored (2 * 16 bytes) and as float32 input (2 * 16), plus 32 for
+    # action, reward, termination, discount, weight and index. Activations per row: 4 inputs +
+    # 16 hidden + 2 outputs = 22 floats, 4 copies per batch row plus the target pass's rows
+    # (at most 16,384 at a time).
+    rows_bytes = 10**7 * (2 * 16 + 2 * 16 + 32)
+    activation_bytes = 4 * (4 * 10**7 + 16_384) * 22
+    needed = (rows_bytes + activation_bytes) / 2**30
+    with pytest.raises(TrainingError) as info:
+        DQN("CartPole-v1", config)
+    assert str(info.value) == (
+        f"one update (batch_size = 10000000: sampled transitions and activations) needs "
+        f"{needed:.2f} GiB but only 1.00 GiB of memory is available; lower batch_size or "
+        "hidden_sizes"
+    )
+    # An agent that only acts never samples a batch: it is not refused for one.
+    agent = DQN("CartPole-v1", config, lazy_replay=True)
+    assert agent.agent._replay is None
+    with pytest.raises(TrainingError, match=r"one update \(batch_size = 10000000"):
+        agent.learn()
+
+
+def test_batch_larger_than_the_buffer_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"batch_size = 2001 is larger than buffer_size = 2000"):
+        DQN("CartPole-v1", SMALL.replace(batch_size=2_001))
+
+
+# ---------------------------------------------------------------------- checkpoints asking too much
+
+
+def _edit_config(ckpt: Path, **changes: Any) -> None:
+    meta = json.loads((ckpt / checkpoint.META).read_text())
+    meta["config"].update(changes)
+    (ckpt / checkpoint.META).write_text(json.dumps(meta))
+
+
+@pytest.fixture
+def small_checkpoint(tmp_path: Path) -> Path:
+    agent = DQN("CartPole-v1", SMALL.replace(total_steps=200, learning_starts=50))
+    agent.learn()
+    return agent.save(tmp_path / "model", include_replay=True)
+
+
+def test_checkpoint_asking_for_a_huge_network_is_refused_from_the_header(
+    small_checkpoint: Path,
+) -> None:
+    """meta.json asking for hidden_sizes [1e6, 1e6] (a trillion parameters) used to make load
+    build that network and die in the allocator; the tensor shapes in the safetensors header
+    (16 hidden units) tell the truth first."""
+    _edit_config(small_checkpoint, hidden_sizes=[1_000_000, 1_000_000])
+    for with_replay in (False, True):
+        with pytest.raises(CheckpointError) as info:
+            DQN.load(small_checkpoint, with_replay=with_replay)
+        assert str(info.value) == (
+            f"checkpoint {str(small_checkpoint)!r} does not fit the network its config "
+            "describes (hidden_sizes [1000000, 1000000], observations Box(4,) float32, actions "
+            "Discrete(2)): q_net.body.0.weight has shape (16, 4) where the network needs "
+            "(1000000, 4); q_net.body.0.bias has shape (16,) where the network needs (1000000,) "
+            "(and 16 more)"
+        )
+
+
+def test_checkpoint_with_a_wrong_moment_shape_is_refused(small_checkpoint: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    model = small_checkpoint / checkpoint.MODEL
+    tensors = load_file(str(model))
+    tensors["optim.0.exp_avg"] = torch.zeros(3, 3)
+    save_file(tensors, str(model))
+    meta = json.loads((small_checkpoint / checkpoint.META).read_text())
+    data = model.read_bytes()
+    meta["files"][checkpoint.MODEL] = {
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    (small_checkpoint / checkpoint.META).write_text(json.dumps(meta))
+    with pytest.raises(
+        CheckpointError, match=r"optim\.0\.exp_avg has shape \(3, 3\) where the network needs "
+    ):
+        DQN.load(small_checkpoint)
+
+
+def test_checkpoint_whose_network_does_not_fit_in_memory(
+    small_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The shapes match; this machine (1 KiB free, as patched) cannot hold 114 * 24 bytes.
+    monkeypatch.setattr(uniform, "available_memory_bytes", lambda: 1_024)
+    with pytest.raises(CheckpointError) as info:
+        DQN.load(small_checkpoint)
+    assert str(info.value).startswith(
+        f"checkpoint {str(small_checkpoint)!r} cannot be loaded here: a network of 114 "
+        "parameters (online and target copies, gradient, Adam moments) needs 0.00 GiB but only "
+        "0.00 GiB of memory is available; it needs a machine with more memory"
+    )
+
+
+# ---------------------------------------------------------------------- envs and seeds
+
+
+def test_more_envs_than_steps_is_refused_by_learn() -> None:
+    """learn(n) with n below num_envs would overrun the budget by a whole round."""
+    agent = DQN("CartPole-v1", SMALL.replace(num_envs=4))
+    with pytest.raises(ConfigError, match=r"num_envs = 4 is out of range; allowed: \[1, 3\]"):
+        agent.learn(3)
+    assert agent.counters.step == 0
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True])
+def test_evaluation_seed_is_checked(seed: Any) -> None:
+    agent = DQN("CartPole-v1", SMALL, lazy_replay=True)
+    with pytest.raises(ConfigError, match=r"seed = .* is (out of range|invalid); allowed: "):
+        agent.evaluate(2, seed=seed)

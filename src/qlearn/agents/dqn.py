@@ -9,6 +9,7 @@ and distributional heads (`distributional = "c51" | "qr"`). The env interaction 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import warnings
 from typing import Any
@@ -25,8 +26,18 @@ from qlearn.diagnostics import layer_grad_norms
 from qlearn.envs import EnvSpec, ObsEncoder
 from qlearn.errors import ConfigError, TrainingError
 from qlearn.exploration import linear_schedule, softmax_action
-from qlearn.networks import QNetwork
+from qlearn.networks import NoisyLinear, QNetwork, conv_output_shapes
 from qlearn.replay import Batch, ReplayBuffer
+from qlearn.replay.uniform import check_fits
+
+FLOAT_BYTES = 4  # networks, gradients, moments and activations are float32
+NETWORK_COPIES = 6
+"""Float32 copies of the parameters training holds: the online and the target network, the
+gradient, Adam's two moments, and the numpy engine's scratch array."""
+ACTIVATION_COPIES = 4
+"""Copies of each layer's output per batch row an update holds at once: the forward pass over
+`obs` kept for backward, its gradient, and the passes over `next_obs` (the target network, and
+the online network under Double DQN)."""
 
 
 def pick_network(config: DQNConfig, spec: EnvSpec) -> str:
@@ -41,6 +52,107 @@ def pick_network(config: DQNConfig, spec: EnvSpec) -> str:
     if len(spec.obs_shape) == 3:
         return "nature_cnn" if spec.obs_shape[-1] >= 64 else "minatar_cnn"
     return "mlp"
+
+
+def _build_q_network(spec: EnvSpec, config: DQNConfig, init: str | None = None) -> QNetwork:
+    """The Q-network `config` describes for `spec` (on the current default device)."""
+    torso = pick_network(config, spec)
+    encoder = ObsEncoder(spec)
+    return QNetwork(
+        encoder.input_shape if torso != "mlp" else encoder.input_dim,
+        spec.num_actions,
+        config.hidden_sizes,
+        torso=torso,
+        init=init or config.init,
+        dueling=config.dueling,
+        noisy=config.noisy,
+        noisy_sigma=config.noisy_sigma,
+        num_atoms=config.num_atoms if config.distributional != "none" else 1,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkLayout:
+    """The tensors and activations of a config's Q-network, found without allocating it."""
+
+    state_shapes: dict[str, tuple[int, ...]]
+    """Shape of each entry of the network's `state_dict()` (parameters and buffers)."""
+    param_shapes: tuple[tuple[int, ...], ...]
+    """Shape of each parameter, in `parameters()` order (the optimizer's numbering)."""
+    activation_size: int
+    """Floats one input row makes: the input plus every linear and convolution layer's output."""
+
+    @property
+    def num_params(self) -> int:
+        return sum(math.prod(shape) for shape in self.param_shapes)
+
+    @property
+    def network_bytes(self) -> int:
+        """Bytes of the parameters times NETWORK_COPIES, plus buffers (noise) in both nets."""
+        buffers = sum(math.prod(shape) for shape in self.state_shapes.values()) - self.num_params
+        return FLOAT_BYTES * (NETWORK_COPIES * self.num_params + 2 * buffers)
+
+
+def network_layout(spec: EnvSpec, config: DQNConfig) -> NetworkLayout:
+    """Shapes and activation size of the network `config` describes for `spec`.
+
+    The network is built on torch's meta device, which records shapes and allocates nothing, so
+    this is safe for any config, even one whose network could never fit in memory.
+    """
+    with torch.device("meta"):
+        # Initialisation changes no shape; torch's default skips the schemes' extra work.
+        net = _build_q_network(spec, config, init="torch_default")
+    encoder = ObsEncoder(spec)
+    if pick_network(config, spec) == "mlp":
+        activations = encoder.input_dim
+    else:
+        activations = math.prod(encoder.input_shape)
+        convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+        shapes = conv_output_shapes(convs, encoder.input_shape)  # type: ignore[arg-type]
+        activations += sum(math.prod(shape) for shape in shapes)
+    # Shapes come from the modules, not a forward pass: the first meta-device forward pass
+    # costs seconds of torch start-up.
+    activations += sum(
+        m.out_features for m in net.modules() if isinstance(m, nn.Linear | NoisyLinear)
+    )
+    return NetworkLayout(
+        state_shapes={k: tuple(v.shape) for k, v in net.state_dict().items()},
+        param_shapes=tuple(tuple(p.shape) for p in net.parameters()),
+        activation_size=activations,
+    )
+
+
+def update_bytes(layout: NetworkLayout, spec: EnvSpec, config: DQNConfig) -> int:
+    """Bytes one round of updates holds beyond the networks: sampled batches and activations.
+
+    A batch row holds obs and next_obs as stored and as network input, plus action, reward,
+    termination, discount, weight and index. The numpy engine samples a whole round's batches at
+    once (`gradient_steps` per `train_interval` steps crossed by `num_envs` new steps) and runs
+    the target network over them in chunks of at most MAX_TARGET_ROWS rows.
+    """
+    c = config
+    encoder = ObsEncoder(spec)
+    obs_shape, obs_dtype = encoder.storage()
+    stored = math.prod(obs_shape) * np.dtype(obs_dtype).itemsize
+    per_row = 2 * stored + 2 * FLOAT_BYTES * encoder.input_dim + 32
+    rows = c.batch_size
+    target_rows = 0
+    numpy_engine = c.engine != "torch" and not numpy_mlp.unsupported(c, pick_network(c, spec))
+    if numpy_engine and not c.prioritized:
+        rows *= math.ceil(c.num_envs / c.train_interval) * c.gradient_steps
+        target_rows = min(rows, numpy_mlp.MAX_TARGET_ROWS)
+    activations = (ACTIVATION_COPIES * c.batch_size + target_rows) * layout.activation_size
+    return rows * per_row + FLOAT_BYTES * activations
+
+
+def check_network_fits(layout: NetworkLayout, advice: str = "lower hidden_sizes") -> None:
+    """Raise TrainingError unless the network's training copies fit in available memory."""
+    check_fits(
+        layout.network_bytes,
+        f"a network of {layout.num_params:,} parameters (online and target copies, gradient, "
+        "Adam moments)",
+        advice,
+    )
 
 
 class DQNAgent:
@@ -58,6 +170,11 @@ class DQNAgent:
     def __init__(self, spec: EnvSpec, config: DQNConfig) -> None:
         self.spec = spec
         self.config = config
+        # Before anything is allocated: a network too big for the machine is refused here, with
+        # both numbers, instead of failing in the allocator (the update's batch is checked when
+        # the replay buffer is made, as an agent that only acts never samples one).
+        self.layout = network_layout(spec, config)
+        check_network_fits(self.layout)
         self.encoder = ObsEncoder(spec)
         self.device = torch.device(config.device)
         self.rng = np.random.default_rng(config.seed)
@@ -69,17 +186,7 @@ class DQNAgent:
         # torch's layers initialise from the global generator: seed a private copy of it.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            q_net = QNetwork(
-                self.encoder.input_shape if torso != "mlp" else self.encoder.input_dim,
-                self.num_actions,
-                config.hidden_sizes,
-                torso=torso,
-                init=config.init,
-                dueling=config.dueling,
-                noisy=config.noisy,
-                noisy_sigma=config.noisy_sigma,
-                num_atoms=self.num_atoms,
-            )
+            q_net = _build_q_network(spec, config)
             # The noise continues the stream the initial weights came from; a generator seeded
             # afresh would redraw the very numbers the weights were made of.
             self.torch_rng = torch.Generator()
@@ -99,7 +206,7 @@ class DQNAgent:
         self._replay: ReplayBuffer | None = None
 
         self.num_updates = 0
-        self._rows = torch.arange(config.batch_size, device=self.device)
+        self._rows: torch.Tensor | None = None  # made at the first update
         self.engine = self._make_engine(torso)
         # After the engine: it rebinds the parameters to its flat arrays.
         self._params = list(self.q_net.parameters())
@@ -127,6 +234,12 @@ class DQNAgent:
         """The replay buffer, allocated on first use: an agent loaded only to act or evaluate
         never pays for (or is refused) a buffer sized for training."""
         if self._replay is None:
+            check_fits(
+                update_bytes(self.layout, self.spec, self.config),
+                f"one update (batch_size = {self.config.batch_size}: sampled transitions and "
+                "activations)",
+                "lower batch_size or hidden_sizes",
+            )
             self._replay = self._make_replay(*self.encoder.storage())
         return self._replay
 
@@ -353,6 +466,8 @@ class DQNAgent:
         terminated = self._tensor(batch.terminated)
         discounts = self._tensor(batch.discounts)
         rows = self._rows
+        if rows is None:
+            rows = self._rows = torch.arange(c.batch_size, device=self.device)
         if len(actions) != len(rows):
             rows = torch.arange(len(actions), device=self.device)
 

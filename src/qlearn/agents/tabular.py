@@ -22,7 +22,7 @@ import numpy as np
 from qlearn.config import TabularConfig, check_range
 from qlearn.envs import check_discrete_env, make_env
 from qlearn.errors import ConfigError, EnvError, QlearnError
-from qlearn.evaluation import EvalResult, run_episodes
+from qlearn.evaluation import EvalResult, goal_of, run_episodes
 from qlearn.exploration import (
     epsilon_greedy,
     exponential_schedule,
@@ -78,11 +78,14 @@ class TrainingMetrics:
     episode_returns: np.ndarray
     episode_lengths: np.ndarray
     epsilons: np.ndarray
+    successes: np.ndarray | None = None
+    """(num_episodes,) bool, whether each episode reached the env's goal (see
+    `qlearn.evaluation.GOALS`); None for an env without one."""
 
     @property
-    def success_rate(self) -> float:
-        """Fraction of episodes with a positive return."""
-        return float(np.mean(self.episode_returns > 0))
+    def success_rate(self) -> float | None:
+        """Fraction of episodes that reached the goal; None for an env without one."""
+        return None if self.successes is None else float(np.mean(self.successes))
 
 
 def make_tabular_env(
@@ -233,6 +236,8 @@ class TabularQAgent:
         returns = np.zeros(n)
         lengths = np.zeros(n, dtype=np.int64)
         epsilons = np.zeros(n)
+        goal = goal_of(env)
+        successes = np.zeros(n, dtype=bool)
         for i in range(n):
             episode = self.num_episodes_done
             eps = float("nan") if softmax else self.epsilon(episode)
@@ -252,10 +257,12 @@ class TabularQAgent:
                 steps += 1
                 done = terminated or truncated
             returns[i], lengths[i], epsilons[i] = total, steps, eps
+            if goal is not None:
+                successes[i] = goal.reached(env.unwrapped, bool(terminated))
             self.num_episodes_done += 1
             if callback is not None:
                 callback(EpisodeMetrics(episode, total, steps, eps))
-        return TrainingMetrics(returns, lengths, epsilons)
+        return TrainingMetrics(returns, lengths, epsilons, successes if goal else None)
 
     def greedy_policy(self) -> np.ndarray:
         """(num_states,) the argmax action of each state, ties to the lowest action."""

@@ -9,9 +9,10 @@ from typing import Annotated
 
 import typer
 
-from qlearn.cli.app import app
+from qlearn.cli.app import app, progress_to_stderr, success_text
 from qlearn.config import DQNConfig
 from qlearn.errors import ConfigError
+from qlearn.evaluation import check_seed
 
 
 def _default_run_dir(env_id: str, seed: int) -> Path:
@@ -49,7 +50,10 @@ def train(
     resume: Annotated[
         Path | None, typer.Option(help="Continue this run dir from its newest checkpoint.")
     ] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: Annotated[
+        bool,
+        typer.Option(help="Show progress on stderr: a bar on a terminal, else a line per 10%."),
+    ] = True,
 ) -> None:
     """Train a DQN and evaluate it; the run dir keeps config, logs and checkpoints."""
     from qlearn.train import DQN
@@ -60,16 +64,17 @@ def train(
                 "--resume continues the run with its saved config, total steps and run dir; "
                 "drop ENV/--preset/--config/--set/--steps/--run-dir"
             )
-        agent = DQN.resume(resume, progress=progress)
+        agent = DQN.resume(resume, progress=progress_to_stderr(progress))
         typer.echo(f"resuming {resume} at step {agent.counters.step}", err=True)
     else:
         if env is None:
             raise ConfigError("give an env id (e.g. qlearn train CartPole-v1) or --resume RUN_DIR")
-        cfg = build_config(preset, config, overrides)
-        if steps is not None:
-            cfg = cfg.replace(total_steps=steps)
+        # --steps goes in with the --set overrides (and wins over a total_steps there), so
+        # fields checked against total_steps (num_envs) see the budget actually asked for.
+        steps_override = [f"total_steps={steps}"] if steps is not None else []
+        cfg = build_config(preset, config, [*(overrides or []), *steps_override])
         run_dir = run_dir or _default_run_dir(env, cfg.seed)
-        agent = DQN(env, cfg, run_dir=run_dir, progress=progress)
+        agent = DQN(env, cfg, run_dir=run_dir, progress=progress_to_stderr(progress))
     agent.learn()  # until total_steps, or a resumed run's recorded target
     episodes = agent.config.eval_episodes
     typer.echo(f"trained {agent.counters.step} steps in {agent.counters.wall_time:.1f}s")
@@ -83,7 +88,7 @@ def train(
         result = model.evaluate(episodes)
         typer.echo(
             f"{name} model, greedy evaluation over {episodes} episodes: mean return "
-            f"{result.mean_return:.2f} +/- {result.std_return:.2f}"
+            f"{result.mean_return:.2f} +/- {result.std_return:.2f}{success_text(result)}"
         )
     typer.echo(f"run dir: {agent.run_dir}")
 
@@ -95,58 +100,72 @@ def eval_(
     seed: Annotated[
         int | None,
         typer.Option(
-            help="Seed of the first episode (default: held-out episodes, which no periodic "
+            help="Seed of the first episode, >= 0 (default: held-out episodes, which no periodic "
             "evaluation during training used)."
         ),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Evaluate a trained agent greedily (its best model, else final)."""
+    """Evaluate a trained agent greedily (its best model, else final).
+
+    A success rate is shown only for envs that end at a goal (FrozenLake, CliffWalking, Taxi).
+    """
     from qlearn.train import DQN
 
+    if seed is not None:
+        check_seed(seed, "--seed")
     agent = DQN.load(run_dir)
     result = agent.evaluate(episodes, seed=seed)
     if json_out:
-        typer.echo(json.dumps({**result.summary(), "returns": result.returns.tolist()}))
+        goal = {"goal": result.goal} if result.goal is not None else {}
+        typer.echo(json.dumps({**result.summary(), **goal, "returns": result.returns.tolist()}))
     else:
         typer.echo(
             f"{agent.env_id}: mean return {result.mean_return:.2f} +/- "
             f"{result.std_return:.2f} over {episodes} episodes "
             f"(min {result.returns.min():.1f}, max {result.returns.max():.1f})"
+            f"{success_text(result)}"
         )
 
 
 @app.command()
 def play(
     run_dir: Annotated[Path, typer.Argument(help="A run dir or a checkpoint dir.")],
-    gif: Annotated[Path, typer.Option(help="Write the episodes to this GIF.")],
+    gif: Annotated[Path, typer.Option(help="Write the episodes to this .gif file.")],
     episodes: Annotated[int, typer.Option(min=1)] = 1,
     fps: Annotated[int, typer.Option(min=1, max=100)] = 30,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the first episode, >= 0.")] = 0,
 ) -> None:
     """Record a trained agent playing greedily, as a GIF of rgb_array frames."""
-    from qlearn.plots import write_gif
+    from qlearn.plots import GIF_FORMATS, check_output_path, write_gif
     from qlearn.train import DQN, run_episodes
 
+    # Before loading and playing: a path the GIF cannot go to fails now, not after the work.
+    check_output_path(gif, GIF_FORMATS, "--gif")
+    check_seed(seed, "--seed")
     agent = DQN.load(run_dir)
     env = agent.make_eval_env(render_mode="rgb_array")
     frames: list = []
     result = run_episodes(env, agent.predict, episodes, seed, on_frame=frames.append)
     env.close()
-    write_gif(frames, gif, fps=fps)
-    typer.echo(f"wrote {gif} ({len(frames)} frames, returns {result.returns.tolist()})")
+    written = write_gif(frames, gif, fps=fps)
+    typer.echo(f"wrote {written} ({len(frames)} frames, returns {result.returns.tolist()})")
 
 
 @app.command()
 def plot(
     run_dir: Annotated[Path, typer.Argument(help="A run dir.")],
     out: Annotated[
-        Path | None, typer.Option(help="PNG path (default RUN_DIR/learning_curve.png).")
+        Path | None,
+        typer.Option(
+            help="File to write, .png, .svg or .pdf (default RUN_DIR/learning_curve.png)."
+        ),
     ] = None,
 ) -> None:
-    """Draw the learning curve (episode returns and evaluations) as a PNG."""
-    from qlearn.plots import learning_curve
+    """Draw the learning curve (episode returns and evaluations) as a PNG, SVG or PDF."""
+    from qlearn.plots import PLOT_FORMATS, check_output_path, learning_curve
 
+    out = check_output_path(out, PLOT_FORMATS, "--out") if out is not None else None
     path = learning_curve(run_dir, out or run_dir / "learning_curve.png")
     typer.echo(f"wrote {path}")
 

@@ -83,12 +83,17 @@ def init_study_command(
     batch: Annotated[int, typer.Option(help="Standard-normal input examples.")] = 1024,
     seed: Annotated[int, typer.Option(help="Seed of the input and the random weights.")] = 0,
     plot: Annotated[
-        Path | None, typer.Option(help="Also draw the per-layer statistics to this PNG.")
+        Path | None,
+        typer.Option(help="Also draw the per-layer statistics to this file (.png, .svg, .pdf)."),
     ] = None,
 ) -> None:
     """Show how badly scaled initial weights make activations and gradients explode or vanish."""
     from qlearn.diagnostics import init_study
 
+    if plot is not None:
+        from qlearn.plots import check_output_path
+
+        check_output_path(plot, what="--plot")  # before the study, not after it
     result = init_study(
         depth=depth,
         width=width,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from qlearn.cli.app import app
+from qlearn.cli.app import app, progress_to_stderr, success_text
 from qlearn.config import TabularConfig, check_range, parse_override
 from qlearn.errors import ConfigError
 
@@ -40,7 +41,9 @@ SlipperyOpt = Annotated[
 PlotOpt = Annotated[
     Path | None,
     typer.Option(
-        "--plot", metavar="FILE.png", help="Draw the grid world's values and policy arrows."
+        "--plot",
+        metavar="FILE.png",
+        help="Draw the grid world's values and policy arrows (.png, .svg or .pdf).",
     ),
 ]
 EvalEpisodesOpt = Annotated[
@@ -64,13 +67,13 @@ def env_kwargs_from(texts: list[str] | None, slippery: bool | None) -> dict[str,
 
 
 def check_plot_path(path: Path | None, env: gym.Env) -> None:
-    """Fail before any work if `--plot` cannot be drawn: not a .png, no folder, no grid."""
+    """Fail before any work if `--plot` cannot be drawn: a path that cannot take the file (see
+    `qlearn.plots.check_output_path`), or an env with no grid."""
     if path is None:
         return
-    if path.suffix.lower() != ".png":
-        raise ConfigError(f"--plot {str(path)!r} is not a .png file; allowed: FILE.png")
-    if not path.parent.is_dir():
-        raise ConfigError(f"--plot {str(path)!r}: folder {str(path.parent)!r} does not exist")
+    from qlearn.plots import check_output_path
+
+    check_output_path(path, what="--plot")
     if grid_map(env) is None:
         raise ConfigError(
             "--plot needs a grid world with one state per map cell (env.unwrapped.desc), such "
@@ -111,8 +114,8 @@ def policy_text(policy: np.ndarray, desc: np.ndarray) -> str:
 def _echo_eval(result: EvalResult, num_episodes: int, seed: int) -> None:
     typer.echo(
         f"greedy evaluation over {num_episodes} episodes (seed {seed}): mean return "
-        f"{result.mean_return:.3f} +/- {result.std_return:.3f}, success rate "
-        f"{result.success_rate:.3f}, mean length {result.mean_length:.1f}"
+        f"{result.mean_return:.3f} +/- {result.std_return:.3f}{success_text(result)}, "
+        f"mean length {result.mean_length:.1f}"
     )
 
 
@@ -147,11 +150,15 @@ def tabular(
     env_kwarg: EnvKwargsOpt = None,
     slippery: SlipperyOpt = None,
     plot: PlotOpt = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: Annotated[
+        bool,
+        typer.Option(help="Show progress on stderr: a bar on a terminal, else a line per 10%."),
+    ] = True,
 ) -> None:
-    """Train a Q-table with Q-learning, then evaluate its greedy policy."""
-    from tqdm import tqdm
+    """Train a Q-table with Q-learning, then evaluate its greedy policy.
 
+    A success rate is shown only for envs that end at a goal (FrozenLake, CliffWalking, Taxi).
+    """
     from qlearn.agents.tabular import EpisodeMetrics, TabularQAgent
 
     cfg = TabularConfig.from_toml(config) if config is not None else TabularConfig()
@@ -169,12 +176,21 @@ def tabular(
         f"{cfg.exploration}, seed {cfg.seed})"
     )
     start = time.perf_counter()
-    with tqdm(total=cfg.num_episodes, unit="ep", disable=not progress, leave=False) as bar:
+    output = progress_to_stderr(progress)
+    bar = output.start(cfg.num_episodes, unit="episode", leave=False) if output else None
+    recent: collections.deque[float] = collections.deque(maxlen=100)
 
-        def on_episode(m: EpisodeMetrics) -> None:
-            bar.update(1)
+    def on_episode(m: EpisodeMetrics) -> None:
+        assert bar is not None
+        recent.append(m.episode_return)
+        # A fresh agent: its episode index counts this run's episodes from 0.
+        bar.update(m.episode + 1, {"return (last 100)": sum(recent) / len(recent)})
 
-        metrics = agent.learn(callback=on_episode)
+    try:
+        metrics = agent.learn(callback=on_episode if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
     tail = metrics.episode_returns[-100:]
     typer.echo(
         f"trained {cfg.num_episodes} episodes, {int(metrics.episode_lengths.sum())} steps in "

@@ -55,13 +55,13 @@ def available_memory_bytes() -> int | None:
     return None
 
 
-def check_fits(needed: int, what: str = "replay buffer") -> None:
+def check_fits(needed: int, what: str = "replay buffer", advice: str = "lower buffer_size") -> None:
     """Refuse an allocation larger than the machine's available memory, naming both numbers."""
     available = available_memory_bytes()
     if available is not None and needed > available:
         raise TrainingError(
             f"{what} needs {needed / 2**30:.2f} GiB but only {available / 2**30:.2f} GiB "
-            "of memory is available; lower buffer_size"
+            f"of memory is available; {advice}"
         )
 
 

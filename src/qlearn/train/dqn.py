@@ -40,12 +40,18 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from qlearn import __version__, checkpoint
-from qlearn.agents.dqn import DQNAgent, num_crossings, per_beta
-from qlearn.config import DQNConfig
+from qlearn.agents.dqn import (
+    DQNAgent,
+    check_network_fits,
+    network_layout,
+    num_crossings,
+    per_beta,
+)
+from qlearn.config import DQNConfig, check_num_envs
 from qlearn.envs import EnvSpec, env_spec, make_env, make_vector_env
 from qlearn.errors import CheckpointError, ConfigError, EnvError, QlearnError, TrainingError
 from qlearn.evaluation import EvalResult, held_out_eval_seed, periodic_eval_seed, run_episodes
-from qlearn.monitor import Monitor
+from qlearn.monitor import Monitor, ProgressOutput, progress_output
 
 if TYPE_CHECKING:
     from qlearn.export import ExportReport
@@ -189,12 +195,15 @@ class DQN:
         config: hyperparameters; defaults suit classic-control tasks.
         run_dir: where logs, the resolved config, checkpoints and the best model go; None keeps
             nothing on disk.
-        progress: draw a progress bar on stderr while learning.
+        progress: where `learn` reports progress: a `ProgressOutput` (the CLI passes stderr's),
+            True for stderr (a bar on a terminal, else a status line every tenth of the run),
+            or False for none.
         env_kwargs: extra keyword arguments for `gymnasium.make`.
         lazy_replay: allocate the replay buffer only when learning starts; `load` sets it for
             agents that only act, so evaluating a big model needs no memory for its buffer.
-            Otherwise the buffer is allocated here, and one too big for the machine is refused
-            before any training.
+            Otherwise the buffer is allocated here. A network, an update's batch or a buffer
+            too big for the machine's available memory is refused (TrainingError, with both
+            numbers) before it is allocated.
     """
 
     def __init__(
@@ -203,7 +212,7 @@ class DQN:
         config: DQNConfig | None = None,
         *,
         run_dir: str | Path | None = None,
-        progress: bool = False,
+        progress: bool | ProgressOutput = False,
         env_kwargs: dict[str, Any] | None = None,
         lazy_replay: bool = False,
     ) -> None:
@@ -227,7 +236,7 @@ class DQN:
             raise EnvError(f"env must be an env id or a gymnasium.Env, got {type(env).__name__}")
         self.spec: EnvSpec = spec
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.progress = progress
+        self.progress = progress_output(progress)
         _check_device(self.config.device)
         self.agent = DQNAgent(spec, self.config)
         if not lazy_replay:
@@ -357,6 +366,7 @@ class DQN:
         if steps is not None:
             if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
                 raise ConfigError(f"steps = {steps!r} is invalid; allowed: an integer >= 1")
+            check_num_envs(c.num_envs, int(steps))
             counters.target_step = counters.step + int(steps)
         elif counters.step >= counters.target_step:
             counters.target_step = c.total_steps
@@ -497,7 +507,7 @@ class DQN:
         env: str | gym.Env | None = None,
         *,
         run_dir: str | Path | None = None,
-        progress: bool = False,
+        progress: bool | ProgressOutput = False,
         with_replay: bool = False,
     ) -> DQN:
         """Load a checkpoint directory (or a run directory: its best, else final, model).
@@ -506,7 +516,7 @@ class DQN:
         spaces as the checkpoint's; CheckpointError says what differs.
         """
         path = resolve_model_path(Path(path))
-        meta, tensors, replay = checkpoint.read_checkpoint(path, with_replay=with_replay)
+        meta = checkpoint.read_meta(path)
         env_from_meta = env is None
         try:
             config = DQNConfig.from_dict(meta["config"], source=f"checkpoint {str(path)!r}")
@@ -531,6 +541,7 @@ class DQN:
             )
         if not isinstance(env, str | gym.Env):
             raise CheckpointError(f"checkpoint {str(path)!r} has an invalid env_id {env!r}")
+        _check_model_fits(path, saved_spec, config)
         self = cls(
             env,
             config,
@@ -544,6 +555,7 @@ class DQN:
                 f"checkpoint {str(path)!r} was trained on {saved_spec.describe()}, but env "
                 f"{self.env_id!r} has {self.spec.describe()}"
             )
+        tensors, replay = checkpoint.read_tensors(path, meta, with_replay=with_replay)
         try:
             self.agent.load_tensors(tensors)
         except (KeyError, RuntimeError, ValueError) as exc:
@@ -563,7 +575,7 @@ class DQN:
         return self
 
     @classmethod
-    def resume(cls, run_dir: str | Path, *, progress: bool = False) -> DQN:
+    def resume(cls, run_dir: str | Path, *, progress: bool | ProgressOutput = False) -> DQN:
         """Continue a run from its newest complete checkpoint (replay, RNGs and counters too).
 
         Environments start from a reset: the episodes in flight at the checkpoint are lost.
@@ -606,6 +618,53 @@ def _no_checkpoint_message(run_dir: Path) -> str:
         f"{config.checkpoint_interval} steps or {config.checkpoint_minutes:g} minutes of "
         "training); train it again without --resume"
     )
+
+
+def _check_model_fits(path: Path, spec: EnvSpec, config: DQNConfig) -> None:
+    """Refuse a checkpoint before its network is built: tensors (read from the safetensors
+    header only) whose shapes differ from those of the network its config describes, or a
+    network too big for this machine's memory."""
+    layout = network_layout(spec, config)
+    found = checkpoint.tensor_shapes(path / checkpoint.MODEL)
+    expected = {
+        f"{net}.{name}": shape
+        for net in ("q_net", "target_net")
+        for name, shape in layout.state_shapes.items()
+    }
+    for key in found:
+        # Adam's moments (`optim.<i>.exp_avg`) have the shape of parameter i, in the order
+        # `parameters()` lists them.
+        parts = key.split(".")
+        if (
+            len(parts) == 3
+            and parts[0] == "optim"
+            and parts[2] in ("exp_avg", "exp_avg_sq")
+            and parts[1].isdecimal()
+            and int(parts[1]) < len(layout.param_shapes)
+        ):
+            expected[key] = layout.param_shapes[int(parts[1])]
+    problems = []
+    for key, shape in expected.items():
+        if key not in found:
+            problems.append(f"{key} is missing (the network needs shape {shape})")
+        elif found[key] != shape:
+            problems.append(f"{key} has shape {found[key]} where the network needs {shape}")
+    problems += [
+        f"{key} has no place in the network"
+        for key in found
+        if key.startswith(("q_net.", "target_net.")) and key not in expected
+    ]
+    if problems:
+        more = f" (and {len(problems) - 2} more)" if len(problems) > 2 else ""
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not fit the network its config describes "
+            f"(hidden_sizes {list(config.hidden_sizes)}, {spec.describe()}): "
+            f"{'; '.join(problems[:2])}{more}"
+        )
+    try:
+        check_network_fits(layout, "it needs a machine with more memory")
+    except TrainingError as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be loaded here: {exc}") from None
 
 
 def resolve_model_path(path: Path) -> Path:
@@ -847,4 +906,6 @@ class _Run:
         }
         self.monitor.scalars(step, row)
         loss = self.metrics.get("loss", math.nan)
-        self.monitor.progress(step, ret=mean_return, eps=epsilon, loss=loss, sps=sps)
+        self.monitor.progress(
+            step, {"return (last 20)": mean_return, "epsilon": epsilon, "loss": loss}
+        )
