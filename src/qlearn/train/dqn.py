@@ -863,7 +863,8 @@ class _Run:
         Due: `checkpoint_interval` was crossed in (before, step], or `checkpoint_minutes` have
         passed since the last checkpoint began. A due checkpoint stays due until written; it
         waits while the last one's cost exceeds `checkpoint_max_overhead` of the time since it
-        began, so checkpoints take at most that share of the run.
+        began, so checkpoints take about that share of the run at most (the first of a run, with
+        no cost measured yet, is never held back).
         """
         c = self.config
         since = _checkpoint_clock() - self.checkpoint_began
