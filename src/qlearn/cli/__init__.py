@@ -13,6 +13,7 @@ from qlearn.errors import QlearnError
 # Importing the command modules registers their commands on `app`.
 from qlearn.cli import deploy as _deploy  # noqa: F401  isort: skip
 from qlearn.cli import dqn as _dqn  # noqa: F401  isort: skip
+from qlearn.cli import settings as _settings  # noqa: F401  isort: skip
 from qlearn.cli import study as _study  # noqa: F401  isort: skip
 from qlearn.cli import tabular as _tabular  # noqa: F401  isort: skip
 
