@@ -25,9 +25,12 @@ from qlearn.config import (
     MAX_NUM_ENVS,
     MAX_SEED,
     MAX_TORCH_THREADS,
+    ConfigBase,
     DQNConfig,
+    Range,
     TabularConfig,
     coerce,
+    describe_settings,
     parse_override,
     read_toml,
 )
@@ -482,3 +485,210 @@ def test_dataclass_fields_all_covered() -> None:
 def test_choices_are_checked_when_built_from_python(field: str, value: str) -> None:
     with pytest.raises(ConfigError, match=rf"{field} = '{value}' is invalid; allowed: one of"):
         DQNConfig(**{field: value})
+
+
+# ---------------------------------------------------------------------- declared ranges
+
+
+def declared_ranges(cls: type[ConfigBase]) -> dict[str, Range]:
+    """Each field's Range, read from its Annotated type."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    out = {}
+    for f in dataclasses.fields(cls):
+        found = [m for m in getattr(hints[f.name], "__metadata__", ()) if isinstance(m, Range)]
+        if found:
+            out[f.name] = found[0]
+    return out
+
+
+def test_declared_ranges_are_the_known_ones() -> None:
+    """The ranges the fields declare are BOUNDS, the independent table above. num_envs declares
+    only its lower bound: its upper one depends on total_steps (check_num_envs)."""
+    declared = {
+        name: (r.low, r.high, r.low_open, r.high_open)
+        for name, r in declared_ranges(DQNConfig).items()
+        if name != "hidden_sizes"  # its entries' range: >= 1
+    }
+    assert declared == {**BOUNDS, "num_envs": (1, None, False, False)}
+    assert declared_ranges(DQNConfig)["hidden_sizes"] == Range(1)
+
+
+def range_message(name: str, value: float, r: Range) -> str:
+    """The refusal `check_range` writes, spelled out here independently."""
+    low = "-inf" if r.low is None else f"{r.low:g}"
+    high = "inf" if r.high is None else f"{r.high:g}"
+    left, right = "(" if r.low_open else "[", ")" if r.high_open else "]"
+    return f"{name} = {value!r} is out of range; allowed: {left}{low}, {high}{right}"
+
+
+# Fields bounded by another as well: the partner moved out of the way of the value tried.
+def _room_for(name: str, value: Any) -> dict[str, Any]:
+    partners = {
+        "epsilon_start": {"epsilon_end": 0.0},
+        "v_min": {"v_max": value + 1.0},
+        "v_max": {"v_min": value - 1.0},
+        "batch_size": {"buffer_size": value},
+        "buffer_size": {"batch_size": 1},
+        "num_envs": {"total_steps": max(value, 1)},
+        "total_steps": {"num_envs": 1},
+    }
+    return partners.get(name, {})
+
+
+def _inside(r: Range, is_int: bool) -> st.SearchStrategy[Any]:
+    if is_int:
+        high = r.high if r.high is not None else 2**70
+        return st.integers(int(r.low if r.low is not None else -(2**70)), int(high))
+    low = r.low if r.low is not None else -1e6  # v_min/v_max: a partner must fit beside them
+    high = r.high if r.high is not None else 1e6 if r.low is None else None
+    return st.floats(
+        low, high, exclude_min=r.low_open, exclude_max=r.high_open, allow_nan=False
+    ).filter(math.isfinite)
+
+
+RANGED = [
+    (cls, name, r) for cls in (DQNConfig, TabularConfig) for name, r in declared_ranges(cls).items()
+]
+
+
+@PROPERTY
+@given(st.sampled_from(RANGED).flatmap(lambda c: st.tuples(st.just(c), st.data())))
+def test_values_inside_a_declared_range_are_accepted(item: tuple[Any, Any]) -> None:
+    (cls, name, r), data = item
+    base = _base_type(cls.field_types()[name])
+    is_int = base is int or get_origin(base) is tuple
+    value = data.draw(_inside(r, is_int))
+    if name == "num_envs":
+        value = min(value, MAX_NUM_ENVS)
+    given = (value,) if get_origin(base) is tuple else value
+    config = cls(**{name: given, **_room_for(name, value)})
+    assert getattr(config, name) == given
+
+
+def _just_outside(r: Range, is_int: bool) -> list[float]:
+    """The nearest refused values on each bounded side (and NaN for floats)."""
+    out: list[float] = [] if is_int else [math.nan, math.inf]
+    step = (lambda x, d: x + d) if is_int else (lambda x, d: math.nextafter(x, d * math.inf))
+    if r.low is not None:
+        out.append(r.low if r.low_open else step(r.low, -1))
+    if r.high is not None:
+        out.append(r.high if r.high_open else step(r.high, 1))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("cls", "name", "r"), RANGED, ids=[f"{c.__name__}.{n}" for c, n, _ in RANGED]
+)
+def test_values_just_outside_a_declared_range_are_refused(
+    cls: type[ConfigBase], name: str, r: Range
+) -> None:
+    base = _base_type(cls.field_types()[name])
+    is_tuple = get_origin(base) is tuple
+    for value in _just_outside(r, base is int or is_tuple):
+        shown = f"{name} entry" if is_tuple else name
+        with pytest.raises(ConfigError) as info:
+            cls(**{name: (value,) if is_tuple else value, **_room_for(name, 1)})
+        assert str(info.value) == range_message(shown, value, r)
+
+
+def test_optional_fields_take_none() -> None:
+    assert DQNConfig(max_grad_norm=None, checkpoint_max_overhead=None).max_grad_norm is None
+    assert TabularConfig(max_episode_steps=None).max_episode_steps is None
+
+
+# ---------------------------------------------------------------------- the settings table
+
+
+@pytest.mark.parametrize("cls", [DQNConfig, TabularConfig])
+def test_settings_table_lists_every_field_with_its_range(cls: type[ConfigBase]) -> None:
+    rows = describe_settings(cls)
+    assert [r.name for r in rows] == [f.name for f in dataclasses.fields(cls)]
+    ranged = declared_ranges(cls)
+    for row in rows:
+        assert row.group in ("algorithm", "run")
+        assert row.doc, row.name
+        if row.name in ranged:
+            assert str(ranged[row.name]) in row.allowed, row.name
+        # The default is shown as `--set` takes it.
+        key, value = parse_override(f"{row.name}={row.default}")
+        assert getattr(cls.from_dict({key: value}), key) == getattr(cls(), key), row.name
+
+
+def test_settings_table_rows() -> None:
+    """Hand-checked rows: the range text, relations, choices, groups."""
+    rows = {r.name: r for r in describe_settings(DQNConfig)}
+    assert (rows["gamma"].type, rows["gamma"].default, rows["gamma"].allowed) == (
+        "float",
+        "0.99",
+        "[0, 1]",
+    )
+    assert rows["tau"].allowed == "(0, 1]"
+    assert rows["learning_rate"].allowed == "> 0"
+    assert rows["learning_starts"].allowed == ">= 0"
+    assert rows["v_min"].allowed == "finite"
+    assert rows["epsilon_end"].allowed == "[0, 1], at most epsilon_start"
+    assert rows["batch_size"].allowed == ">= 1, at most buffer_size"
+    assert rows["hidden_sizes"].allowed == "each >= 1, at least one"
+    assert (rows["hidden_sizes"].type, rows["hidden_sizes"].default) == ("list of int", "[64, 64]")
+    assert rows["max_grad_norm"].type == "float or none"
+    assert rows["loss"].type == "'huber' | 'mse'"
+    assert rows["seed"].allowed == f"[0, {MAX_SEED}]"
+    run = {r.name for r in rows.values() if r.group == "run"}
+    assert run == {
+        "seed", "torch_threads", "device", "engine", "eval_interval", "eval_episodes",
+        "checkpoint_interval", "checkpoint_minutes", "checkpoint_max_overhead", "tensorboard",
+        "log_grad_norms", "on_nonfinite",
+    }  # fmt: skip
+    assert {r.name for r in describe_settings(TabularConfig) if r.group == "run"} == {"seed"}
+
+
+def test_shared_names_mean_the_same_in_both_configs() -> None:
+    """One name per concept: a key both configs have allows the same values in both."""
+    dqn = {r.name: r for r in describe_settings(DQNConfig)}
+    tab = {r.name: r for r in describe_settings(TabularConfig)}
+    shared = dqn.keys() & tab.keys()
+    assert "exploration_fraction" in shared
+    for name in shared:
+        assert (dqn[name].type, dqn[name].allowed, dqn[name].group) == (
+            tab[name].type,
+            tab[name].allowed,
+            tab[name].group,
+        ), name
+
+
+# ---------------------------------------------------------------------- renamed keys
+
+
+def test_old_key_decay_fraction_still_loads(tmp_path: Path) -> None:
+    """An old run dir's config.toml says decay_fraction: it is read as exploration_fraction."""
+    path = tmp_path / "config.toml"
+    path.write_text("decay_fraction = 0.25\nnum_episodes = 40\n")
+    with pytest.warns(
+        DeprecationWarning, match="'decay_fraction' .* renamed 'exploration_fraction'"
+    ):
+        config = TabularConfig.from_toml(path, base=TabularConfig(exploration_fraction=0.9))
+    assert (config.exploration_fraction, config.num_episodes) == (0.25, 40)
+    with pytest.warns(DeprecationWarning):
+        assert TabularConfig().with_overrides(["decay_fraction=0.75"]).exploration_fraction == 0.75
+    with pytest.warns(DeprecationWarning):
+        assert TabularConfig.from_dict({"decay_fraction": 1}).exploration_fraction == 1.0
+    # Out of range under its old name: the message names the key the value went to.
+    with (
+        pytest.warns(DeprecationWarning),
+        pytest.raises(
+            ConfigError, match=r"exploration_fraction = 0.0 is out of range; allowed: \(0, 1\]"
+        ),
+    ):
+        TabularConfig.from_dict({"decay_fraction": 0})
+
+
+def test_old_and_new_key_together_are_refused() -> None:
+    with pytest.raises(ConfigError, match="sets both 'decay_fraction' and 'exploration_fraction'"):
+        TabularConfig.from_dict({"decay_fraction": 0.5, "exploration_fraction": 0.5})
+    with pytest.raises(ConfigError, match="--set sets both"):
+        TabularConfig().with_overrides(["decay_fraction=0.5", "exploration_fraction=0.5"])
+
+
+def test_old_key_is_not_a_dqn_key() -> None:
+    with pytest.raises(ConfigError, match="unknown key 'decay_fraction'"):
+        DQNConfig.from_dict({"decay_fraction": 0.5})

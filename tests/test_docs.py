@@ -153,3 +153,20 @@ def test_python_examples_in_the_pages_import_what_exists() -> None:
     for module, names in imports:
         for name in (n.strip() for n in names.split(",")):
             exec(f"from {module} import {name}", {})
+
+
+def test_settings_page_lists_every_field(
+    site: tuple[Path, subprocess.CompletedProcess, float],
+) -> None:
+    import dataclasses
+
+    from qlearn.config import DQNConfig, TabularConfig
+
+    site_dir, proc, _ = site
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    page = (site_dir / "settings" / "index.html").read_text(encoding="utf-8")
+    assert "qlearn-settings" not in page  # the hook replaced its marker
+    for cls in (DQNConfig, TabularConfig):
+        for f in dataclasses.fields(cls):
+            assert f"<td><code>{f.name}</code></td>" in page, f.name
+    assert "<td>(0, 1]</td>" in page  # alpha's range, from its Range(0, 1, low_open=True)

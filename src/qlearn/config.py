@@ -1,22 +1,33 @@
 """Frozen, validated configs, built from Python, dicts, TOML files and `key=value` strings.
 
 Every config is a frozen dataclass whose `__post_init__` checks each value, so an invalid config
-cannot exist. `from_dict` refuses unknown keys (with a suggestion) and coerces values to the field
-types, which is what TOML files and `--set key=value` overrides go through.
+cannot exist. A field declares what it allows once, in its type: `Annotated[float, Range(0, 1)]`
+for a number, a `Literal` for choices, `RUN` for a run setting (how the run is carried out, not
+what is learned). One generic check reads that metadata; the few constraints between fields are
+named methods of each config. `describe_settings` turns the same metadata into the rows of the
+settings table that the docs site and `qlearn settings` show.
+
+`from_dict` refuses unknown keys (with a suggestion) and coerces values to the field types, which
+is what TOML files and `--set key=value` overrides go through.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import functools
+import inspect
+import itertools
 import math
+import textwrap
 import tomllib
 import types
 import typing
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, Self, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Self, get_args, get_origin
 
 import tomli_w
 
@@ -85,6 +96,70 @@ def check_num_envs(num_envs: int, total_steps: int) -> None:
     raise ConfigError(
         f"num_envs = {num_envs!r} is out of range; allowed: [1, {limit}] (at most {why})"
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The interval a numeric field allows, declared once in its type:
+    `gamma: Annotated[float, Range(0, 1)]`.
+
+    None leaves a side unbounded; NaN and infinities are always refused. On a tuple field the
+    range applies to each entry. The generic config check, the settings table and the `--set`
+    help all read it.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def check(self, name: str, value: float) -> None:
+        """Raise ConfigError naming `name` and this range unless `value` lies in it."""
+        check_range(
+            name, value, self.low, self.high, low_open=self.low_open, high_open=self.high_open
+        )
+
+    def __str__(self) -> str:
+        """For people: `[0, 1]`, `(0, 1]`, `>= 1`, `> 0`, or `finite`."""
+        low, high = _bound_text(self.low), _bound_text(self.high)
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            return f"{left}{low}, {high}{right}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {low}"
+        if self.high is not None:
+            return f"{'<' if self.high_open else '<='} {high}"
+        return "finite"
+
+
+def _bound_text(bound: float | None) -> str:
+    # Integers in full (MAX_SEED is 9223372036854775807, not 9.22337e+18).
+    if bound is None or isinstance(bound, int):
+        return str(bound)
+    return f"{bound:g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Limit:
+    """A bound set by another field, shown in the settings table next to the field's Range.
+
+    The text only documents: the config's `_check_relations` enforces it.
+    """
+
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """Which kind of setting a field is; fields without one are algorithm settings."""
+
+    name: str
+
+
+ALGORITHM = Group("algorithm")
+"""What is learned: the update rule, network, replay, exploration and their schedules."""
+RUN = Group("run")
+"""How the run is carried out (seed, hardware, engine, evaluation, logging, checkpoints)."""
 
 
 def _type_name(tp: Any) -> str:
@@ -194,25 +269,162 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 @functools.cache
 def _field_types(cls: type) -> dict[str, Any]:
+    """Each field's type with `Annotated` metadata stripped: what coercion converts to."""
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+@functools.cache
+def _field_metadata(cls: type) -> dict[str, tuple[Any, ...]]:
+    """Each field's `Annotated` metadata (Range, Limit, Group), empty where it has none."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    return {
+        f.name: hints[f.name].__metadata__ if get_origin(hints[f.name]) is Annotated else ()
+        for f in dataclasses.fields(cls)
+    }
+
+
+def _of_kind(metadata: tuple[Any, ...], kind: type) -> Any:
+    return next((m for m in metadata if isinstance(m, kind)), None)
+
+
+@functools.cache
+def _field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass, read from its source with `ast`."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    node = tree.body[0]
+    body = node.body if isinstance(node, ast.ClassDef) else []
+    docs = {}
+    for node, after in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = inspect.cleandoc(after.value.value)
+    return docs
+
+
+def _short_type(tp: Any) -> str:
+    """A field type for the settings table: `float`, `int or none`, `'huber' | 'mse'`."""
+    if get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if get_origin(tp) is tuple:
+        return "list of int"
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_short_type(a) for a in get_args(tp))
+    return "none" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _toml_value(value: Any) -> str:
+    """How a default is written in a TOML file or after `--set key=`."""
+    if value is None:
+        return "none"
+    if isinstance(value, tuple):  # one line, where tomli_w would break the list over several
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return tomli_w.dumps({"v": value})[len("v = ") :].strip()
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One row of a config's settings table (see `describe_settings`)."""
+
+    name: str
+    type: str
+    """`float`, `int or none`, `'huber' | 'mse'`, ..."""
+    default: str
+    """As written in TOML and after `--set key=`."""
+    allowed: str
+    """The field's Range and Limit in words (`(0, 1]`, `>= 1, at most buffer_size`); for
+    choices, empty (the type lists them)."""
+    group: str
+    """`algorithm` or `run`."""
+    doc: str
+    """The field's docstring."""
+
+
+def describe_settings(cls: type[ConfigBase]) -> list[Setting]:
+    """Every field of a config class, in declaration order, as a row of the settings table.
+
+    Built from the same type metadata the checks read, so the table cannot drift from them.
+    """
+    types_, metadata, docs = cls.field_types(), _field_metadata(cls), _field_docs(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        meta = metadata[f.name]
+        allowed = [str(m) for m in meta if isinstance(m, Range)]
+        allowed += [m.text for m in meta if isinstance(m, Limit)]
+        if get_origin(types_[f.name]) is tuple and allowed:
+            allowed[0] = f"each {allowed[0]}"
+        rows.append(
+            Setting(
+                name=f.name,
+                type=_short_type(types_[f.name]),
+                default=_toml_value(f.default),
+                allowed=", ".join(allowed),
+                group=(_of_kind(meta, Group) or ALGORITHM).name,
+                doc=docs.get(f.name, ""),
+            )
+        )
+    return rows
 
 
 @dataclasses.dataclass(frozen=True)
 class ConfigBase:
     """Shared construction and serialisation for every config."""
 
+    RENAMED: ClassVar[Mapping[str, str]] = {}
+    """Old key -> new key: old names still read from dicts, TOML files and `--set`."""
+
     @classmethod
     def field_types(cls) -> dict[str, Any]:
         return _field_types(cls)
 
-    def _check_choices(self) -> None:
-        """Refuse a value outside its Literal field's choices (constructed from Python, where
-        `from_dict`'s coercion does not run)."""
+    def __post_init__(self) -> None:
+        self._check_fields()
+        self._check_relations()
+
+    def _check_fields(self) -> None:
+        """Each field against its own type metadata: a Literal's choices (constructed from
+        Python, `from_dict`'s coercion has not run) and its Range, in declaration order."""
+        metadata = _field_metadata(type(self))
         for name, tp in self.field_types().items():
             value = getattr(self, name)
             if get_origin(tp) is Literal and value not in get_args(tp):
                 raise ConfigError(f"{name} = {value!r} is invalid; allowed: {_type_name(tp)}")
+            bounds = _of_kind(metadata[name], Range)
+            if bounds is None or value is None:  # None passed coercion: the field allows it
+                continue
+            if get_origin(tp) is tuple:
+                for entry in value:
+                    bounds.check(f"{name} entry", entry)
+            else:
+                bounds.check(name, value)
+
+    def _check_relations(self) -> None:
+        """Constraints between fields, each named; run after every field passed its own."""
+
+    @classmethod
+    def _renamed(cls, data: Mapping[str, Any], source: str) -> dict[str, Any]:
+        """`data` with old key names (`RENAMED`) replaced by the new ones."""
+        out = dict(data)
+        for old, new in cls.RENAMED.items():
+            if old not in out:
+                continue
+            if new in out:
+                raise ConfigError(
+                    f"{source} sets both {old!r} and {new!r}; {old!r} is the old name of {new!r}, "
+                    "keep one"
+                )
+            warnings.warn(
+                f"{old!r} in {source} is renamed {new!r}; the old name is read for now",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            out[new] = out.pop(old)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> Self:
@@ -223,7 +435,7 @@ class ConfigBase:
             )
         types_ = cls.field_types()
         kwargs = {}
-        for key, value in data.items():
+        for key, value in cls._renamed(data, source).items():
             if not isinstance(key, str) or key not in types_:
                 close = difflib.get_close_matches(str(key), types_, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -237,9 +449,10 @@ class ConfigBase:
     @classmethod
     def from_toml(cls, path: str | Path, base: Self | None = None) -> Self:
         """Build from a TOML file; keys it leaves out come from `base` (else the defaults)."""
-        data = read_toml(path)
+        source = f"config file {str(path)!r}"
+        data = cls._renamed(read_toml(path), source)  # before the base's new names join it
         start = base.to_dict() if base is not None else {}
-        return cls.from_dict({**start, **data}, source=f"config file {str(path)!r}")
+        return cls.from_dict({**start, **data}, source=source)
 
     def to_dict(self) -> dict[str, Any]:
         out = {}
@@ -266,7 +479,7 @@ class ConfigBase:
 
     def with_overrides(self, overrides: Iterable[str]) -> Self:
         """Apply `key=value` strings, as given to the CLI's `--set`."""
-        changes = dict(parse_override(text) for text in overrides)
+        changes = self._renamed(dict(parse_override(text) for text in overrides), "--set")
         types_ = self.field_types()
         for key in changes:
             if key not in types_:
@@ -278,60 +491,59 @@ class ConfigBase:
 
 @dataclasses.dataclass(frozen=True)
 class TabularConfig(ConfigBase):
-    """Tabular Q-learning on an env with Discrete observation and action spaces."""
+    """Tabular Q-learning on an env with Discrete observation and action spaces.
 
-    num_episodes: int = 10_000
+    `decay_fraction`, this config's old name of `exploration_fraction`, is still read from
+    dicts, TOML files (old run dirs) and `--set`, with a DeprecationWarning.
+    """
+
+    RENAMED: ClassVar[Mapping[str, str]] = {"decay_fraction": "exploration_fraction"}
+
+    num_episodes: Annotated[int, Range(1)] = 10_000
     """Training episodes."""
-    alpha: float = 0.1
-    """Learning rate of the Bellman update, in (0, 1]."""
-    gamma: float = 0.99
-    """Discount factor, in [0, 1]."""
+    alpha: Annotated[float, Range(0, 1, low_open=True)] = 0.1
+    """Learning rate of the Bellman update."""
+    gamma: Annotated[float, Range(0, 1)] = 0.99
+    """Discount factor."""
     exploration: Exploration = "epsilon_greedy"
     """`epsilon_greedy` or `softmax` (Boltzmann over Q / temperature)."""
-    epsilon_start: float = 1.0
-    """Epsilon at the first episode, in [0, 1]."""
-    epsilon_end: float = 0.01
-    """The floor epsilon decays to, in [0, epsilon_start]."""
+    epsilon_start: Annotated[float, Range(0, 1)] = 1.0
+    """Epsilon at the first episode."""
+    epsilon_end: Annotated[float, Range(0, 1), Limit("at most epsilon_start")] = 0.01
+    """The floor epsilon decays to."""
     epsilon_decay: EpsilonDecay = "linear"
-    """`linear`: reaches the floor after `decay_fraction` of the episodes; `exponential`:
+    """`linear`: reaches the floor after `exploration_fraction` of the episodes; `exponential`:
     multiplied by `epsilon_decay_rate` after each episode."""
-    decay_fraction: float = 0.5
-    """Fraction of the episodes over which a linear schedule decays, in (0, 1]."""
-    epsilon_decay_rate: float = 0.999
-    """Per-episode factor of the exponential schedule, in (0, 1]."""
-    temperature: float = 1.0
-    """Softmax temperature, > 0. Lower is greedier."""
-    max_episode_steps: int | None = None
-    """Cap on an episode's length (truncation); None keeps the env's own limit."""
-    seed: int = 0
+    exploration_fraction: Annotated[float, Range(0, 1, low_open=True)] = 0.5
+    """Fraction of the episodes over which a linear schedule decays."""
+    epsilon_decay_rate: Annotated[float, Range(0, 1, low_open=True)] = 0.999
+    """Per-episode factor of the exponential schedule."""
+    temperature: Annotated[float, Range(0, low_open=True)] = 1.0
+    """Softmax temperature; lower is greedier."""
+    max_episode_steps: Annotated[int | None, Range(1)] = None
+    """Cap on an episode's length (truncation); none keeps the env's own limit."""
+    seed: Annotated[int, Range(0, MAX_SEED), RUN] = 0
     """Seed of the env and of the exploration RNG."""
 
-    def __post_init__(self) -> None:
-        self._check_choices()
-        check_range("num_episodes", self.num_episodes, 1)
-        check_range("alpha", self.alpha, 0, 1, low_open=True)
-        check_range("gamma", self.gamma, 0, 1)
-        check_range("epsilon_start", self.epsilon_start, 0, 1)
+    def _check_relations(self) -> None:
         check_range("epsilon_end", self.epsilon_end, 0, self.epsilon_start)
-        check_range("decay_fraction", self.decay_fraction, 0, 1, low_open=True)
-        check_range("epsilon_decay_rate", self.epsilon_decay_rate, 0, 1, low_open=True)
-        check_range("temperature", self.temperature, 0, None, low_open=True)
-        if self.max_episode_steps is not None:
-            check_range("max_episode_steps", self.max_episode_steps, 1)
-        check_range("seed", self.seed, 0)
 
 
 @dataclasses.dataclass(frozen=True)
 class DQNConfig(ConfigBase):
-    """Every DQN hyperparameter; variants (Double, Dueling, PER, n-step, noisy, C51) are flags."""
+    """Every DQN setting; variants (Double, Dueling, PER, n-step, noisy, C51) are flags.
 
-    total_steps: int = 100_000
+    Algorithm settings decide what is learned; run settings (marked `RUN`: seed, threads,
+    device, engine, evaluation, logging, checkpoints) decide how the run is carried out.
+    """
+
+    total_steps: Annotated[int, Range(1)] = 100_000
     """The run's planned env steps: `learn()` trains until this step count, and the epsilon and
     PER-beta schedules are defined over it, however training is split into `learn(n)` calls."""
     # --- network
     network: Network = "auto"
     """`mlp` for flat observations, `minatar_cnn` / `nature_cnn` for images; `auto` picks."""
-    hidden_sizes: tuple[int, ...] = (64, 64)
+    hidden_sizes: Annotated[tuple[int, ...], Range(1), Limit("at least one")] = (64, 64)
     """Hidden layer widths of the MLP (and of the head after a CNN)."""
     init: InitScheme = "xavier_normal"
     """Weight initialisation; biases always start at zero."""
@@ -339,163 +551,126 @@ class DQNConfig(ConfigBase):
     """Dueling head: Q = V + A - mean(A)."""
     noisy: bool = False
     """Factorised Gaussian noisy linear layers in the head; replaces epsilon-greedy."""
-    noisy_sigma: float = 0.5
+    noisy_sigma: Annotated[float, Range(0)] = 0.5
     """Initial sigma of the noisy layers (scaled by 1/sqrt(fan_in))."""
     distributional: Distributional = "none"
     """`c51` (categorical) or `qr` (quantile regression) return distributions."""
-    num_atoms: int = 51
+    num_atoms: Annotated[int, Range(2)] = 51
     """Atoms of the C51 support, or quantiles of QR-DQN."""
-    v_min: float = -10.0
+    v_min: Annotated[float, Range()] = -10.0
     """Lowest atom of the C51 support."""
-    v_max: float = 10.0
+    v_max: Annotated[float, Range(), Limit("greater than v_min")] = 10.0
     """Highest atom of the C51 support."""
     # --- learning
-    learning_rate: float = 5e-4
+    learning_rate: Annotated[float, Range(0, low_open=True)] = 5e-4
     """Adam step size."""
-    adam_eps: float = 1e-8
+    adam_eps: Annotated[float, Range(0, low_open=True)] = 1e-8
     """Adam epsilon."""
-    gamma: float = 0.99
-    """Discount factor, in [0, 1]."""
+    gamma: Annotated[float, Range(0, 1)] = 0.99
+    """Discount factor."""
     clip_rewards: bool = False
     """Clip the rewards the learner trains on to [-1, 1], as Nature DQN and Dopamine do on Atari;
     the episode returns logged and evaluated stay unclipped."""
     loss: Loss = "huber"
     """TD loss: `huber` (smooth L1) or `mse`."""
-    max_grad_norm: float | None = 10.0
-    """Clip the global gradient norm to this; None disables clipping."""
+    max_grad_norm: Annotated[float | None, Range(0, low_open=True)] = 10.0
+    """Clip the global gradient norm to this; none disables clipping."""
     double_q: bool = False
     """Double DQN: the main network picks the next action, the target network scores it."""
-    n_step: int = 1
+    n_step: Annotated[int, Range(1, 255)] = 1
     """Steps of the bootstrapped return."""
     # --- replay
-    buffer_size: int = 100_000
+    buffer_size: Annotated[int, Range(1)] = 100_000
     """Transitions kept in the replay buffer."""
-    batch_size: int = 64
-    """Transitions per gradient step; at most `buffer_size`."""
-    learning_starts: int = 1_000
+    batch_size: Annotated[int, Range(1), Limit("at most buffer_size")] = 64
+    """Transitions per gradient step."""
+    learning_starts: Annotated[int, Range(0)] = 1_000
     """Env steps before the first update."""
-    train_interval: int = 4
+    train_interval: Annotated[int, Range(1)] = 4
     """Env steps between updates."""
-    gradient_steps: int = 1
+    gradient_steps: Annotated[int, Range(1)] = 1
     """Gradient steps per update."""
     prioritized: bool = False
     """Proportional prioritized replay."""
-    per_alpha: float = 0.6
-    """Priority exponent, in [0, 1]."""
-    per_beta_start: float = 0.4
+    per_alpha: Annotated[float, Range(0, 1)] = 0.6
+    """Priority exponent."""
+    per_beta_start: Annotated[float, Range(0, 1)] = 0.4
     """Importance-weight exponent at the start; annealed to 1 over training."""
-    per_eps: float = 1e-6
+    per_eps: Annotated[float, Range(0, low_open=True)] = 1e-6
     """Added to |TD error| so no priority is zero."""
     # --- target network
-    target_update_interval: int = 500
+    target_update_interval: Annotated[int, Range(1)] = 500
     """Env steps between target updates."""
-    tau: float = 1.0
+    tau: Annotated[float, Range(0, 1, low_open=True)] = 1.0
     """1.0 copies the main network; smaller values move it by Polyak averaging."""
     # --- exploration
     exploration: Exploration = "epsilon_greedy"
     """`epsilon_greedy` or `softmax` (Boltzmann)."""
-    epsilon_start: float = 1.0
+    epsilon_start: Annotated[float, Range(0, 1)] = 1.0
     """Epsilon at step 0."""
-    epsilon_end: float = 0.05
-    """Epsilon after the decay, in [0, epsilon_start]."""
-    exploration_fraction: float = 0.1
-    """Fraction of total_steps over which epsilon decays linearly, in (0, 1]."""
-    temperature: float = 1.0
-    """Softmax temperature, > 0."""
+    epsilon_end: Annotated[float, Range(0, 1), Limit("at most epsilon_start")] = 0.05
+    """Epsilon after the decay."""
+    exploration_fraction: Annotated[float, Range(0, 1, low_open=True)] = 0.1
+    """Fraction of total_steps over which epsilon decays linearly."""
+    temperature: Annotated[float, Range(0, low_open=True)] = 1.0
+    """Softmax temperature; lower is greedier."""
     # --- envs
-    num_envs: int = 1
-    """Envs stepped together through a Gymnasium vector env; at most `total_steps` and
-    `MAX_NUM_ENVS` (4096)."""
-    frame_stack: int = 4
+    num_envs: Annotated[
+        int, Range(1), Limit(f"at most total_steps and MAX_NUM_ENVS ({MAX_NUM_ENVS})")
+    ] = 1
+    """Envs stepped together through a Gymnasium vector env."""
+    frame_stack: Annotated[int, Range(1)] = 4
     """Frames stacked for Atari observations."""
-    seed: int = 0
+    # --- run settings: how the run is carried out, not what is learned
+    seed: Annotated[int, Range(0, MAX_SEED), RUN] = 0
     """Seeds envs, network init, replay sampling and exploration."""
-    torch_threads: int = 1
+    torch_threads: Annotated[int, Range(1, MAX_TORCH_THREADS), RUN] = 1
     """Threads of torch and of numpy's BLAS during training; 1 is fastest for small networks."""
-    device: str = "cpu"
+    device: Annotated[str, RUN, Limit("a torch device such as 'cpu'")] = "cpu"
     """Torch device for the networks."""
-    engine: Engine = "auto"
+    engine: Annotated[Engine, RUN] = "auto"
     """Update engine: `numpy` runs plain-MLP updates on the CPU (~3x faster at CartPole sizes),
     `torch` runs every network; `auto` picks numpy wherever it applies."""
-    # --- evaluation, logging, checkpoints
-    eval_interval: int = 10_000
+    eval_interval: Annotated[int, Range(0), RUN] = 10_000
     """Env steps between greedy evaluations on a separate env; 0 disables."""
-    eval_episodes: int = 10
+    eval_episodes: Annotated[int, Range(1), RUN] = 10
     """Episodes per periodic evaluation."""
-    checkpoint_interval: int = 10_000
+    checkpoint_interval: Annotated[int, Range(0), RUN] = 10_000
     """Env steps between periodic checkpoints (with the replay buffer: what `--resume` continues
     from after a crash); 0 disables this trigger. They fall at its multiples unless
     `checkpoint_max_overhead` delays them. A run keeps its two newest."""
-    checkpoint_minutes: float = 5.0
+    checkpoint_minutes: Annotated[float, Range(0), RUN] = 5.0
     """Minutes of wall-clock time after which a periodic checkpoint falls due whatever the step
     count (checked every 1,000 steps); 0 disables this trigger. With both triggers a crash loses
     at most this much time or `checkpoint_interval` steps of training, whichever is less, unless
     `checkpoint_max_overhead` delays a checkpoint. With both at 0 only an interrupted (SIGINT,
     SIGTERM) or finished run leaves a checkpoint."""
-    checkpoint_max_overhead: float | None = 0.02
-    """Cap on the share of time spent writing periodic checkpoints, in (0, 1]; None removes it.
+    checkpoint_max_overhead: Annotated[float | None, Range(0, 1, low_open=True), RUN] = 0.02
+    """Cap on the share of time spent writing periodic checkpoints; none removes it.
     A due checkpoint waits (checked every 1,000 steps) until the time since the last one began
     is at least that one's cost divided by this share. Small replays are never held back
     (CartPole's 50,000 transitions, ~2 MB, take milliseconds), while a checkpoint of Atari's 1M
     transitions (~7 GB, tens of seconds to write and hash; 30 s, say) is followed by the next no
     sooner than 25 minutes later instead of after 10,000 steps. Only which checkpoints get
     written depends on the machine's speed; what is learned never does."""
-    tensorboard: bool = False
+    tensorboard: Annotated[bool, RUN] = False
     """Also write TensorBoard event files."""
-    log_grad_norms: bool = False
+    log_grad_norms: Annotated[bool, RUN] = False
     """Log the gradient norm of each layer (initialisation diagnostics)."""
-    on_nonfinite: NonFinite = "error"
+    on_nonfinite: Annotated[NonFinite, RUN] = "error"
     """A NaN or inf loss: `error` stops the run, `skip` drops the update with a warning."""
 
-    def __post_init__(self) -> None:
-        self._check_choices()
-        check_range("total_steps", self.total_steps, 1)
+    def _check_relations(self) -> None:
         if not self.hidden_sizes:
             raise ConfigError("hidden_sizes = [] is invalid; allowed: at least one width >= 1")
-        for width in self.hidden_sizes:
-            check_range("hidden_sizes entry", width, 1)
-        check_range("noisy_sigma", self.noisy_sigma, 0)
-        check_range("num_atoms", self.num_atoms, 2)
-        check_range("v_min", self.v_min)
-        check_range("v_max", self.v_max)
         if self.v_max <= self.v_min:
             raise ConfigError(f"v_max = {self.v_max!r} must be greater than v_min = {self.v_min!r}")
-        check_range("learning_rate", self.learning_rate, 0, None, low_open=True)
-        check_range("adam_eps", self.adam_eps, 0, None, low_open=True)
-        check_range("gamma", self.gamma, 0, 1)
-        if self.max_grad_norm is not None:
-            check_range("max_grad_norm", self.max_grad_norm, 0, None, low_open=True)
-        check_range("n_step", self.n_step, 1, 255)
-        check_range("buffer_size", self.buffer_size, 1)
-        check_range("batch_size", self.batch_size, 1)
         if self.batch_size > self.buffer_size:
             raise ConfigError(
                 f"batch_size = {self.batch_size} is larger than buffer_size = {self.buffer_size}; "
                 "allowed: at most buffer_size (a batch samples what the buffer holds)"
             )
-        check_range("learning_starts", self.learning_starts, 0)
-        check_range("train_interval", self.train_interval, 1)
-        check_range("gradient_steps", self.gradient_steps, 1)
-        check_range("per_alpha", self.per_alpha, 0, 1)
-        check_range("per_beta_start", self.per_beta_start, 0, 1)
-        check_range("per_eps", self.per_eps, 0, None, low_open=True)
-        check_range("target_update_interval", self.target_update_interval, 1)
-        check_range("tau", self.tau, 0, 1, low_open=True)
-        check_range("epsilon_start", self.epsilon_start, 0, 1)
         check_range("epsilon_end", self.epsilon_end, 0, self.epsilon_start)
-        check_range("exploration_fraction", self.exploration_fraction, 0, 1, low_open=True)
-        check_range("temperature", self.temperature, 0, None, low_open=True)
         check_num_envs(self.num_envs, self.total_steps)
-        check_range("frame_stack", self.frame_stack, 1)
-        check_range("seed", self.seed, 0, MAX_SEED)
-        check_range("torch_threads", self.torch_threads, 1, MAX_TORCH_THREADS)
-        check_range("eval_interval", self.eval_interval, 0)
-        check_range("eval_episodes", self.eval_episodes, 1)
-        check_range("checkpoint_interval", self.checkpoint_interval, 0)
-        check_range("checkpoint_minutes", self.checkpoint_minutes, 0)
-        if self.checkpoint_max_overhead is not None:
-            check_range(
-                "checkpoint_max_overhead", self.checkpoint_max_overhead, 0, 1, low_open=True
-            )
         if not self.device:
             raise ConfigError("device = '' is invalid; allowed: a torch device such as 'cpu'")

@@ -116,7 +116,7 @@ def test_same_seed_same_q_table_other_seed_other_table() -> None:
 def test_linear_and_exponential_epsilon_schedules() -> None:
     linear = TabularQAgent(
         "FrozenLake-v1",
-        TabularConfig(num_episodes=100, epsilon_end=0.1, decay_fraction=0.5),
+        TabularConfig(num_episodes=100, epsilon_end=0.1, exploration_fraction=0.5),
     )
     assert linear.epsilon(0) == 1.0
     assert linear.epsilon(25) == pytest.approx(0.55)
@@ -131,7 +131,7 @@ def test_linear_and_exponential_epsilon_schedules() -> None:
 
 
 def test_learn_reports_each_episode_and_continues_where_it_stopped() -> None:
-    agent = TabularQAgent("FrozenLake-v1", TabularConfig(num_episodes=40, decay_fraction=1.0))
+    agent = TabularQAgent("FrozenLake-v1", TabularConfig(num_episodes=40, exploration_fraction=1.0))
     seen: list[EpisodeMetrics] = []
     first = agent.learn(callback=seen.append)
     second = agent.learn(10, callback=seen.append)
@@ -160,7 +160,7 @@ def test_evaluate_policy_known_answers() -> None:
 
 def test_frozenlake_non_slippery_reaches_the_goal_every_time() -> None:
     cfg = TabularConfig(
-        num_episodes=2_000, alpha=0.5, gamma=0.95, epsilon_end=0.1, decay_fraction=1.0, seed=0
+        num_episodes=2_000, alpha=0.5, gamma=0.95, epsilon_end=0.1, exploration_fraction=1.0, seed=0
     )
     agent = TabularQAgent("FrozenLake-v1", cfg, is_slippery=False)
     agent.learn()

@@ -22,7 +22,7 @@ FAST_LAKE = [
     "--set", "alpha=0.5",
     "--set", "gamma=0.95",
     "--set", "epsilon_end=0.1",
-    "--set", "decay_fraction=1.0",
+    "--set", "exploration_fraction=1.0",
 ]  # fmt: skip
 
 

@@ -205,7 +205,7 @@ class TabularQAgent:
         """Epsilon of the given episode under the config's schedule."""
         cfg = self.config
         if cfg.epsilon_decay == "linear":
-            duration = cfg.decay_fraction * cfg.num_episodes
+            duration = cfg.exploration_fraction * cfg.num_episodes
             return linear_schedule(cfg.epsilon_start, cfg.epsilon_end, duration, episode)
         return exponential_schedule(
             cfg.epsilon_start, cfg.epsilon_end, cfg.epsilon_decay_rate, episode

@@ -37,10 +37,17 @@ def train(
     env: Annotated[str | None, typer.Argument(help="Gymnasium env id, e.g. CartPole-v1.")] = None,
     preset: Annotated[str | None, typer.Option(help="Tuned preset (see `qlearn presets`).")] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", help="TOML file of DQNConfig fields.")
+        Path | None,
+        typer.Option("--config", help="TOML file of DQNConfig fields (see `qlearn settings`)."),
     ] = None,
     overrides: Annotated[
-        list[str] | None, typer.Option("--set", help="key=value override; repeatable.")
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="DQNConfig field; repeatable. `qlearn settings dqn` lists every key with its "
+            "default and range.",
+        ),
     ] = None,
     steps: Annotated[
         int | None,

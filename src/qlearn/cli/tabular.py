@@ -140,10 +140,18 @@ def tabular(
     ] = None,
     overrides: Annotated[
         list[str] | None,
-        typer.Option("--set", metavar="KEY=VALUE", help="TabularConfig field; repeatable."),
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="TabularConfig field; repeatable. `qlearn settings tabular` lists every key "
+            "with its default and range.",
+        ),
     ] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", help="TOML file of TabularConfig fields.")
+        Path | None,
+        typer.Option(
+            "--config", help="TOML file of TabularConfig fields (see `qlearn settings tabular`)."
+        ),
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of env and RNG.")] = None,
     eval_episodes: EvalEpisodesOpt = 1_000,
