@@ -18,7 +18,6 @@ since the newest checkpoint). The CI version of this check is tests/train/test_c
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -32,12 +31,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import add_results, make_parser, markdown_table, write_json
+
 from qlearn import checkpoint
 from qlearn.cli.dqn import build_config
 from qlearn.monitor import read_log
 from qlearn.train import DQN
 
-RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = {"cartpole": ("CartPole-v1", 475.0)}
 PROGRESS = re.compile(r"(\d+)/\d+ \[")  # tqdm's "12000/50000 [00:10<00:32, ...]"
 
@@ -80,14 +80,12 @@ def steps_of(path: Path) -> list[int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--preset", default="cartpole", choices=sorted(TARGETS))
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     parser.add_argument("--run-dir", type=Path, default=None, help="default: a temporary dir")
-    parser.add_argument(
-        "--results", type=Path, default=RESULTS, help="folder for the JSON (default: %(default)s)"
-    )
+    add_results(parser)
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], help="key=value for the preset"
     )
@@ -180,21 +178,21 @@ def main() -> None:
     wall = time.perf_counter() - t0
     solved = evals["best"]["mean_return"] >= target
 
-    print()
     lost = [k["steps_lost"] for k in log]
-    print(
-        "| preset | kills | steps lost per kill (mean / max) | final step | eval best (20 ep) "
-        "| eval final (20 ep) | solved | wall |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
-    print(
-        f"| {args.preset} | {kills} | {sum(lost) / len(lost):.0f} / {max(lost)} | "
-        f"{final_step}/{total} | "
-        f"{evals['best']['mean_return']:.1f} +/- {evals['best']['std_return']:.1f} | "
-        f"{evals['final']['mean_return']:.1f} +/- {evals['final']['std_return']:.1f} | "
-        f"{'yes' if solved else 'NO'} (>= {target:g}) | {wall:.0f}s |"
-    )
-    args.results.mkdir(parents=True, exist_ok=True)
+    header = ["preset", "kills", "steps lost per kill (mean / max)", "final step"]
+    header += ["eval best (20 ep)", "eval final (20 ep)", "solved", "wall"]
+    row = [
+        args.preset,
+        kills,
+        f"{sum(lost) / len(lost):.0f} / {max(lost)}",
+        f"{final_step}/{total}",
+        f"{evals['best']['mean_return']:.1f} +/- {evals['best']['std_return']:.1f}",
+        f"{evals['final']['mean_return']:.1f} +/- {evals['final']['std_return']:.1f}",
+        f"{'yes' if solved else 'NO'} (>= {target:g})",
+        f"{wall:.0f}s",
+    ]
+    print()
+    print(markdown_table(header, [row]))
     record = {
         "preset": args.preset,
         "seed": args.seed,
@@ -213,7 +211,7 @@ def main() -> None:
     }
     suffix = "_overridden" if args.overrides else ""
     out_path = args.results / f"crash_resume_{args.preset}{suffix}_seed{args.seed}.json"
-    out_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    write_json(out_path, record)
     print(f"wrote {out_path}")
     shutil.rmtree(tmp, ignore_errors=True)
     if not solved:
