@@ -19,15 +19,20 @@ since the newest checkpoint). The CI version of this check is tests/train/test_c
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import os
+import pty
 import random
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
+import threading
 import time
 from pathlib import Path
 
@@ -66,6 +71,35 @@ def check_run(run: Path) -> int:
                 [float(v) for v in row]
     latest = checkpoint.latest_checkpoint(run)
     return 0 if latest is None else checkpoint.read_meta(latest)["counters"]["step"]
+
+
+def start_training(argv: list[str], err_path: Path) -> subprocess.Popen:
+    """Start `qlearn` with its stderr on a pseudo-terminal, copied to `err_path` as it comes.
+
+    On a terminal `qlearn` draws its progress bar, redrawn every step or so; into a file it
+    writes a line per tenth of the run, too coarse to kill at random moments.
+    """
+    controller, terminal = pty.openpty()
+    # A new pseudo-terminal is 0 columns wide, and tqdm draws nothing in 0 columns.
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))
+    proc = subprocess.Popen(qlearn_command() + argv, stdout=subprocess.DEVNULL, stderr=terminal)
+    os.close(terminal)
+
+    def copy() -> None:
+        with open(err_path, "wb") as err:
+            while True:
+                try:
+                    data = os.read(controller, 65536)
+                except OSError:  # EIO: the process has gone and closed the terminal
+                    break
+                if not data:
+                    break
+                err.write(data)
+                err.flush()
+        os.close(controller)
+
+    threading.Thread(target=copy, daemon=True).start()
+    return proc
 
 
 def bar_step(err_path: Path) -> int | None:
@@ -112,8 +146,8 @@ def main() -> None:
         argv = resume if checkpoint.latest_checkpoint(run) is not None else fresh
         start_step = check_run(run) if argv is resume else 0
         err_path = tmp / f"stderr_{kills + 1}.txt"
-        with open(err_path, "w", encoding="utf-8") as err:
-            proc = subprocess.Popen(qlearn_command() + argv, stdout=subprocess.DEVNULL, stderr=err)
+        err_path.touch()
+        proc = start_training(argv, err_path)
         seen, seen_at = None, time.monotonic()
         while proc.poll() is None:
             step = bar_step(err_path)
