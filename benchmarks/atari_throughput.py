@@ -13,21 +13,18 @@ Three modes, each over --steps env steps of one env (4 stacked 84x84 frames, sti
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from common import add_results, make_parser, write_json
 
 from qlearn import DQN
 from qlearn.envs import make_env
 from qlearn.presets import load_preset
 
-RESULTS = Path(__file__).resolve().parent / "results"
 ENV_ID = "ALE/Pong-v5"
 
 
@@ -65,13 +62,11 @@ def with_agent(steps: int, threads: int, *, train: bool, warmup: int) -> tuple[f
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--steps", type=int, default=2_000)
     parser.add_argument("--warmup", type=int, default=200, help="steps before updates start")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument(
-        "--results", type=Path, default=RESULTS, help="folder for the JSON (default: %(default)s)"
-    )
+    add_results(parser)
     args = parser.parse_args()
 
     rows = {"env": env_only(args.steps)}
@@ -94,9 +89,7 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "load_average": os.getloadavg(),  # other work on the machine slows every mode
     }
-    args.results.mkdir(parents=True, exist_ok=True)
-    out = args.results / "atari_throughput.json"
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    out = write_json(args.results / "atari_throughput.json", result)
     print(f"wrote {out}")
 
 

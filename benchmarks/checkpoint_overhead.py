@@ -15,9 +15,7 @@ same weights: checkpoints never change what is learned.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import multiprocessing as mp
 import tempfile
 import time
@@ -25,7 +23,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).parent / "results"
+from common import add_results, add_seeds, make_parser, markdown_table, write_json
+
 ENVS = {"cartpole": "CartPole-v1", "lunarlander": "LunarLander-v3", "frozenlake": "FrozenLake-v1"}
 
 
@@ -76,15 +75,13 @@ def train_once(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--preset", default="cartpole", choices=sorted(ENVS))
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated (default: %(default)s)")
+    add_seeds(parser, "0,1,2")
     parser.add_argument("--steps", type=int, default=None, help="default: the preset's")
-    parser.add_argument(
-        "--results", type=Path, default=RESULTS, help="folder for the JSON (default: %(default)s)"
-    )
+    add_results(parser)
     args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = args.seeds
     env_id = ENVS[args.preset]
 
     runs: list[dict[str, Any]] = []
@@ -107,43 +104,55 @@ def main() -> None:
                     flush=True,
                 )
 
-    print()
-    print(
-        "| seed | wall, off (s) | wall, on (s) | difference | checkpoints | in save_checkpoint (s) "
-        "| share of wall | same weights |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
     table = []
     for seed in seeds:
         on = next(r for r in runs if r["seed"] == seed and r["periodic"])
         off = next(r for r in runs if r["seed"] == seed and not r["periodic"])
-        row = {
-            "seed": seed,
-            "wall_off_s": off["wall_s"],
-            "wall_on_s": on["wall_s"],
-            "difference": on["wall_s"] / off["wall_s"] - 1.0,
-            "checkpoints": on["checkpoints"],
-            "checkpoint_s": on["checkpoint_s"],
-            "share": on["checkpoint_s"] / on["wall_s"],
-            "same_weights": on["weights_sha256"] == off["weights_sha256"],
-        }
-        table.append(row)
-        print(
-            f"| {seed} | {row['wall_off_s']:.1f} | {row['wall_on_s']:.1f} | "
-            f"{100 * row['difference']:+.1f}% | {len(row['checkpoints'])} | "
-            f"{row['checkpoint_s']:.3f} | {100 * row['share']:.2f}% | "
-            f"{'yes' if row['same_weights'] else 'NO'} |"
+        table.append(
+            {
+                "seed": seed,
+                "wall_off_s": off["wall_s"],
+                "wall_on_s": on["wall_s"],
+                "difference": on["wall_s"] / off["wall_s"] - 1.0,
+                "checkpoints": on["checkpoints"],
+                "checkpoint_s": on["checkpoint_s"],
+                "share": on["checkpoint_s"] / on["wall_s"],
+                "same_weights": on["weights_sha256"] == off["weights_sha256"],
+            }
         )
     wall_on = sum(r["wall_on_s"] for r in table)
     wall_off = sum(r["wall_off_s"] for r in table)
     total_share = sum(r["checkpoint_s"] for r in table) / wall_on
-    print(
-        f"| all | {wall_off:.1f} | {wall_on:.1f} | {100 * (wall_on / wall_off - 1):+.1f}% | "
-        f"{sum(len(r['checkpoints']) for r in table)} | "
-        f"{sum(r['checkpoint_s'] for r in table):.3f} | {100 * total_share:.2f}% | "
-        f"{'yes' if all(r['same_weights'] for r in table) else 'NO'} |"
+    lines = [
+        [
+            row["seed"],
+            f"{row['wall_off_s']:.1f}",
+            f"{row['wall_on_s']:.1f}",
+            f"{100 * row['difference']:+.1f}%",
+            len(row["checkpoints"]),
+            f"{row['checkpoint_s']:.3f}",
+            f"{100 * row['share']:.2f}%",
+            "yes" if row["same_weights"] else "NO",
+        ]
+        for row in table
+    ]
+    lines.append(
+        [
+            "all",
+            f"{wall_off:.1f}",
+            f"{wall_on:.1f}",
+            f"{100 * (wall_on / wall_off - 1):+.1f}%",
+            sum(len(r["checkpoints"]) for r in table),
+            f"{sum(r['checkpoint_s'] for r in table):.3f}",
+            f"{100 * total_share:.2f}%",
+            "yes" if all(r["same_weights"] for r in table) else "NO",
+        ]
     )
-    args.results.mkdir(parents=True, exist_ok=True)
+    header = ["seed", "wall, off (s)", "wall, on (s)", "difference", "checkpoints"]
+    print()
+    print(
+        markdown_table([*header, "in save_checkpoint (s)", "share of wall", "same weights"], lines)
+    )
     record = {
         "preset": args.preset,
         "env_id": env_id,
@@ -155,8 +164,7 @@ def main() -> None:
         "per_seed": table,
         "runs": runs,
     }
-    out = args.results / f"checkpoint_overhead_{args.preset}.json"
-    out.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    out = write_json(args.results / f"checkpoint_overhead_{args.preset}.json", record)
     print(f"wrote {out}")
     if not all(r["same_weights"] for r in table):
         raise SystemExit("checkpointing changed the learned weights")

@@ -18,26 +18,31 @@ since the newest checkpoint). The CI version of this check is tests/train/test_c
 
 from __future__ import annotations
 
-import argparse
 import csv
+import fcntl
 import json
 import os
+import pty
 import random
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
+import threading
 import time
 from pathlib import Path
+
+from common import add_results, make_parser, markdown_table, write_json
 
 from qlearn import checkpoint
 from qlearn.cli.dqn import build_config
 from qlearn.monitor import read_log
 from qlearn.train import DQN
 
-RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = {"cartpole": ("CartPole-v1", 475.0)}
 PROGRESS = re.compile(r"(\d+)/\d+ \[")  # tqdm's "12000/50000 [00:10<00:32, ...]"
 
@@ -68,6 +73,35 @@ def check_run(run: Path) -> int:
     return 0 if latest is None else checkpoint.read_meta(latest)["counters"]["step"]
 
 
+def start_training(argv: list[str], err_path: Path) -> subprocess.Popen:
+    """Start `qlearn` with its stderr on a pseudo-terminal, copied to `err_path` as it comes.
+
+    On a terminal `qlearn` draws its progress bar, redrawn every step or so; into a file it
+    writes a line per tenth of the run, too coarse to kill at random moments.
+    """
+    controller, terminal = pty.openpty()
+    # A new pseudo-terminal is 0 columns wide, and tqdm draws nothing in 0 columns.
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))
+    proc = subprocess.Popen(qlearn_command() + argv, stdout=subprocess.DEVNULL, stderr=terminal)
+    os.close(terminal)
+
+    def copy() -> None:
+        with open(err_path, "wb") as err:
+            while True:
+                try:
+                    data = os.read(controller, 65536)
+                except OSError:  # EIO: the process has gone and closed the terminal
+                    break
+                if not data:
+                    break
+                err.write(data)
+                err.flush()
+        os.close(controller)
+
+    threading.Thread(target=copy, daemon=True).start()
+    return proc
+
+
 def bar_step(err_path: Path) -> int | None:
     """The step the process's progress bar last showed on stderr (None before it shows)."""
     found = PROGRESS.findall(err_path.read_text(encoding="utf-8", errors="replace")[-4000:])
@@ -80,14 +114,12 @@ def steps_of(path: Path) -> list[int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--preset", default="cartpole", choices=sorted(TARGETS))
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     parser.add_argument("--run-dir", type=Path, default=None, help="default: a temporary dir")
-    parser.add_argument(
-        "--results", type=Path, default=RESULTS, help="folder for the JSON (default: %(default)s)"
-    )
+    add_results(parser)
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], help="key=value for the preset"
     )
@@ -114,8 +146,8 @@ def main() -> None:
         argv = resume if checkpoint.latest_checkpoint(run) is not None else fresh
         start_step = check_run(run) if argv is resume else 0
         err_path = tmp / f"stderr_{kills + 1}.txt"
-        with open(err_path, "w", encoding="utf-8") as err:
-            proc = subprocess.Popen(qlearn_command() + argv, stdout=subprocess.DEVNULL, stderr=err)
+        err_path.touch()
+        proc = start_training(argv, err_path)
         seen, seen_at = None, time.monotonic()
         while proc.poll() is None:
             step = bar_step(err_path)
@@ -180,21 +212,21 @@ def main() -> None:
     wall = time.perf_counter() - t0
     solved = evals["best"]["mean_return"] >= target
 
-    print()
     lost = [k["steps_lost"] for k in log]
-    print(
-        "| preset | kills | steps lost per kill (mean / max) | final step | eval best (20 ep) "
-        "| eval final (20 ep) | solved | wall |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
-    print(
-        f"| {args.preset} | {kills} | {sum(lost) / len(lost):.0f} / {max(lost)} | "
-        f"{final_step}/{total} | "
-        f"{evals['best']['mean_return']:.1f} +/- {evals['best']['std_return']:.1f} | "
-        f"{evals['final']['mean_return']:.1f} +/- {evals['final']['std_return']:.1f} | "
-        f"{'yes' if solved else 'NO'} (>= {target:g}) | {wall:.0f}s |"
-    )
-    args.results.mkdir(parents=True, exist_ok=True)
+    header = ["preset", "kills", "steps lost per kill (mean / max)", "final step"]
+    header += ["eval best (20 ep)", "eval final (20 ep)", "solved", "wall"]
+    row = [
+        args.preset,
+        kills,
+        f"{sum(lost) / len(lost):.0f} / {max(lost)}",
+        f"{final_step}/{total}",
+        f"{evals['best']['mean_return']:.1f} +/- {evals['best']['std_return']:.1f}",
+        f"{evals['final']['mean_return']:.1f} +/- {evals['final']['std_return']:.1f}",
+        f"{'yes' if solved else 'NO'} (>= {target:g})",
+        f"{wall:.0f}s",
+    ]
+    print()
+    print(markdown_table(header, [row]))
     record = {
         "preset": args.preset,
         "seed": args.seed,
@@ -213,7 +245,7 @@ def main() -> None:
     }
     suffix = "_overridden" if args.overrides else ""
     out_path = args.results / f"crash_resume_{args.preset}{suffix}_seed{args.seed}.json"
-    out_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    write_json(out_path, record)
     print(f"wrote {out_path}")
     shutil.rmtree(tmp, ignore_errors=True)
     if not solved:

@@ -14,20 +14,16 @@ PNG, and one line of results/minatar.json; one PNG per game compares the greedy 
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import dataclasses
-import json
 import multiprocessing
 import os
 import time
 from pathlib import Path
 
 import numpy as np
+from common import add_quick, add_results, add_seeds, make_parser, write_json
 
-HERE = Path(__file__).resolve().parent
-
-RESULTS = HERE / "results"
 PRESETS = {"dqn": "minatar", "rainbow": "minatar_rainbow"}
 
 
@@ -76,7 +72,7 @@ def measure_sps(game: str, algo: str, probe_steps: int) -> float:
 
 def random_returns(env_id: str, episodes: int, seed: int) -> list[float]:
     from qlearn.envs import make_env
-    from qlearn.train import run_episodes
+    from qlearn.evaluation import run_episodes
 
     env = make_env(env_id)
     num_actions = int(env.action_space.n)  # type: ignore[attr-defined]
@@ -169,10 +165,10 @@ def steps_for(spec: str, game: str) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--games", default="Breakout,SpaceInvaders")
     parser.add_argument("--algos", default="dqn,rainbow")
-    parser.add_argument("--seeds", default="0", help="comma-separated, e.g. 0,1,2")
+    add_seeds(parser, "0")
     parser.add_argument(
         "--steps",
         help="env steps per run: one number, or GAME=STEPS,... per game (default: from --minutes)",
@@ -183,13 +179,8 @@ def main() -> None:
     parser.add_argument("--num-evals", type=int, default=10, help="evaluations during a run")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (one core each)")
     parser.add_argument("--runs-dir", default="runs/bench_minatar")
-    parser.add_argument(
-        "--results",
-        type=Path,
-        default=RESULTS,
-        help="folder for PNGs and JSON (default: %(default)s)",
-    )
-    parser.add_argument("--quick", action="store_true", help="smoke test: 1,500 steps")
+    add_results(parser, "PNGs and JSON")
+    add_quick(parser, "smoke test: 1,500 steps")
     parser.add_argument(
         "--skip-trained", action="store_true", help="evaluate run dirs that hold a final model"
     )
@@ -198,7 +189,7 @@ def main() -> None:
         args.steps, args.eval_episodes, args.num_evals = "1500", 2, 2
     games = args.games.split(",")
     algos = args.algos.split(",")
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = args.seeds
     tag = "minatar_quick" if args.quick else "minatar"
     args.results.mkdir(parents=True, exist_ok=True)
 
@@ -253,7 +244,7 @@ def main() -> None:
     out = args.results / f"{tag}.json"
     # Other work on the machine slows the runs: the load average says how busy it was.
     summary = {"budget_steps": budget, "load_average": os.getloadavg(), "runs": rows}
-    out.write_text(json.dumps(summary, indent=2) + "\n", "utf-8")
+    write_json(out, summary)
     print(f"wrote {out}")
 
 

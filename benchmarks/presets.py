@@ -12,15 +12,14 @@ when the best model's fresh evaluation reaches the threshold. Runs go in paralle
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import multiprocessing as mp
 import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).parent / "results"
+from common import add_results, add_seeds, make_parser, markdown_table, write_json
+
 EVAL_SEED = 987_654  # never used by training or its periodic evaluations
 
 
@@ -61,20 +60,18 @@ def run_seed(env_id: str, preset: str, seed: int, run_root: str, steps: int | No
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--env", required=True)
     parser.add_argument("--preset", required=True)
-    parser.add_argument("--seeds", default="0,1,2,3,4")
+    add_seeds(parser, "0,1,2,3,4")
     parser.add_argument("--threshold", type=float, required=True)
     parser.add_argument("--steps", type=int, default=None, help="override total_steps")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--determinism", action="store_true")
     parser.add_argument("--runs", type=Path, default=Path("runs/bench-presets"))
-    parser.add_argument(
-        "--results", type=Path, default=RESULTS, help="folder for the JSON (default: %(default)s)"
-    )
+    add_results(parser)
     args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = args.seeds
     jobs: list[tuple[Any, ...]] = [
         (args.env, args.preset, s, str(args.runs), args.steps) for s in seeds
     ]
@@ -87,15 +84,19 @@ def main() -> None:
         f"\n{args.preset} on {args.env}: best model (kept by periodic evaluation) and final "
         f"model, each over 20 fresh episodes; pass = best >= {args.threshold:g}\n"
     )
-    print("| seed | steps | train time (s) | best periodic eval | best, fresh | final, fresh |")
-    print("|---|---|---|---|---|---|")
-    for r in runs:
-        print(
-            f"| {r['seed']} | {r['steps']} | {r['train_time_s']:.0f} | "
-            f"{r['best_periodic_eval']:.1f} | {r['best_fresh_mean']:.1f} +/- "
-            f"{r['best_fresh_std']:.1f} | {r['final_fresh_mean']:.1f} +/- "
-            f"{r['final_fresh_std']:.1f} |"
-        )
+    header = ["seed", "steps", "train time (s)", "best periodic eval", "best, fresh"]
+    rows = [
+        [
+            r["seed"],
+            r["steps"],
+            f"{r['train_time_s']:.0f}",
+            f"{r['best_periodic_eval']:.1f}",
+            f"{r['best_fresh_mean']:.1f} +/- {r['best_fresh_std']:.1f}",
+            f"{r['final_fresh_mean']:.1f} +/- {r['final_fresh_std']:.1f}",
+        ]
+        for r in runs
+    ]
+    print(markdown_table([*header, "final, fresh"], rows))
     passed = sum(r["best_fresh_mean"] >= args.threshold for r in runs)
     print(f"\npassed: {passed}/{len(runs)}")
     report: dict[str, Any] = {
@@ -109,9 +110,7 @@ def main() -> None:
         same = results[-1]["weights_sha256"] == runs[0]["weights_sha256"]
         report["determinism_identical"] = same
         print(f"determinism: seed {seeds[0]} trained twice -> identical weights: {same}")
-    args.results.mkdir(parents=True, exist_ok=True)
-    out = args.results / f"preset_{args.preset}.json"
-    out.write_text(json.dumps(report, indent=2))
+    out = write_json(args.results / f"preset_{args.preset}.json", report)
     print(f"wrote {out}")
 
 

@@ -10,16 +10,12 @@ a stream of stacked frames to check that its measured `nbytes` per transition ma
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
-
 import numpy as np
+from common import add_results, make_parser, write_json
 
 from qlearn.replay import FrameStackReplayBuffer, ReplayBuffer, estimate_bytes
 from qlearn.replay.frames import estimate_frame_bytes, num_frame_slots
 
-RESULTS = Path(__file__).resolve().parent / "results"
 OBS_SHAPE = (4, 84, 84)
 NUM_ACTIONS = 18  # the full Atari action set: the largest action dtype needed is still uint8
 
@@ -40,13 +36,11 @@ def fill_with_episodes(buffer, num_transitions: int, episode_length: int, seed: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--capacity", type=int, default=1_000_000)
     parser.add_argument("--small", type=int, default=20_000, help="transitions actually allocated")
     parser.add_argument("--episode-length", type=int, default=200)
-    parser.add_argument(
-        "--results", type=Path, default=RESULTS, help="folder for the JSON (default: %(default)s)"
-    )
+    add_results(parser)
     args = parser.parse_args()
 
     naive = estimate_bytes(args.capacity, OBS_SHAPE, np.uint8, NUM_ACTIONS)
@@ -93,9 +87,7 @@ def main() -> None:
         "small_frames_written_per_transition": frames_written / args.small,
         "small_episode_length": args.episode_length,
     }
-    args.results.mkdir(parents=True, exist_ok=True)
-    out = args.results / "replay_memory.json"
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    out = write_json(args.results / "replay_memory.json", result)
     print(f"wrote {out}")
 
 

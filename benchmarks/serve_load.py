@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from common import add_quick, add_results, make_parser, markdown_table, write_json
 
 from qlearn import DQN
 from qlearn.export import (
@@ -48,7 +49,6 @@ from qlearn.export import (
 from qlearn.presets import load_preset
 from qlearn.serve import ServerProcess
 
-RESULTS = Path(__file__).resolve().parent / "results"
 BATCH_SIZES = (1, 64)
 MAX_BODY = 1024 * 1024  # the server's --max-body-bytes here; "huge" bodies are twice that
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -243,17 +243,15 @@ def time_in_process(fn: Callable[[np.ndarray], Any], batches: list[np.ndarray]) 
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--model", type=Path, help="a CartPole run dir (default: train one)")
     parser.add_argument("--train-steps", type=int, default=5_000)
     parser.add_argument("--requests", type=int, default=2_000, help="good requests per phase")
     parser.add_argument("--bad-requests", type=int, default=1_000, help="per mixed phase")
     parser.add_argument("--clients", type=int, default=4, help="client threads, keep-alive")
     parser.add_argument("--time-cap", type=float, default=60.0, help="seconds per phase, at most")
-    parser.add_argument("--quick", action="store_true", help="a smoke run")
-    parser.add_argument(
-        "--results", type=Path, default=RESULTS, help="folder for the JSON (default: %(default)s)"
-    )
+    add_quick(parser, "a smoke run")
+    add_results(parser)
     args = parser.parse_args()
     if args.quick:
         args.train_steps, args.requests, args.bad_requests = 1_000, 100, 30
@@ -360,30 +358,31 @@ def main() -> None:
         alive = server.process is not None and server.process.poll() is None and healthy(server.url)
     exit_code = server.process.returncode if server.process is not None else None
 
-    print()
-    print("| path | batch | requests | p50 (ms) | p99 (ms) | requests/s |")
-    print("|---|---|---|---|---|---|")
-    for row in rows:
-        print(
-            f"| {row['path']} | {row['batch']} | {row['requests']} | {row['p50_ms']:.3f} | "
-            f"{row['p99_ms']:.3f} | {row['per_s']:,.0f} |"
-        )
+    latency = [
+        [
+            row["path"],
+            row["batch"],
+            row["requests"],
+            f"{row['p50_ms']:.3f}",
+            f"{row['p99_ms']:.3f}",
+            f"{row['per_s']:,.0f}",
+        ]
+        for row in rows
+    ]
     print()
     print(
-        "| batch | good requests | answered correctly | wrong | failed (non-200, dropped) | "
-        "malformed requests | answered 4xx | anything else |"
+        markdown_table(["path", "batch", "requests", "p50 (ms)", "p99 (ms)", "requests/s"], latency)
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for r in robustness:
-        print(
-            f"| {r['batch']} | {r['good_sent']} | {r['good_correct']} | {r['good_wrong']} | "
-            f"{r['good_failed']} | {r['bad_sent']} | {r['bad_4xx']} | {r['bad_other']} |"
-        )
+    keys = ["batch", "good_sent", "good_correct", "good_wrong", "good_failed", "bad_sent"]
+    keys += ["bad_4xx", "bad_other"]
+    header = ["batch", "good requests", "answered correctly", "wrong", "failed (non-200, dropped)"]
+    header += ["malformed requests", "answered 4xx", "anything else"]
+    print()
+    print(markdown_table(header, [[r[k] for k in keys] for r in robustness]))
     print(f"server alive after the load: {alive}; stopped with exit code {exit_code}")
     load_after = os.getloadavg()
     print(f"load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f}")
 
-    args.results.mkdir(parents=True, exist_ok=True)
     record = {
         "machine": {
             "platform": platform.platform(),
@@ -406,7 +405,7 @@ def main() -> None:
         "server_alive_after_load": alive,
     }
     name = "serve_load_quick.json" if args.quick else "serve_load.json"
-    (args.results / name).write_text(json.dumps(record, indent=2), encoding="utf-8")
+    write_json(args.results / name, record)
     print(f"wrote {args.results / name}")
 
 

@@ -22,8 +22,6 @@ Each run happens in a fresh subprocess (so peak memory is its own), with one tor
 
 from __future__ import annotations
 
-import argparse
-import json
 import multiprocessing as mp
 import os
 import resource
@@ -33,12 +31,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qlearn.evaluation import held_out_eval_seed, periodic_eval_seed
+from common import add_quick, add_results, add_seeds, make_parser, markdown_table, write_json
+
+from qlearn.evaluation import held_out_eval_seed, periodic_eval_seed, run_episodes
 
 SOLVED = 475.0
 EVAL_EPISODES = 20
 RESCORE_EPISODES = 100
-RESULTS = Path(__file__).parent / "results"
 
 # rl-baselines3-zoo, hyperparams/dqn.yml, CartPole-v1.
 ZOO = {
@@ -84,22 +83,14 @@ def _peak_rss_mb() -> float:
 
 
 def _greedy_returns(policy: Any, seed: int, episodes: int = EVAL_EPISODES) -> list[float]:
-    """Returns of `episodes` greedy episodes, the first reset seeded with `seed`."""
+    """Returns of `episodes` greedy episodes, the first reset seeded with `seed` (later resets
+    continue the env's generator): the episodes qlearn's own evaluations play."""
     import gymnasium as gym
 
     env = gym.make("CartPole-v1")
-    returns = []
-    obs, _ = env.reset(seed=seed)
-    for _ in range(episodes):
-        total, done = 0.0, False
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(policy(obs))
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-        obs, _ = env.reset()
+    result = run_episodes(env, policy, episodes, seed)
     env.close()
-    return returns
+    return [float(r) for r in result.returns]
 
 
 def _greedy_eval(policy: Any, seed: int) -> float:
@@ -356,17 +347,18 @@ def _median(xs: list[float]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser = make_parser(__doc__)
+    add_seeds(parser, "0,1,2,3,4")
     parser.add_argument("--budget", type=int, default=100_000)
     parser.add_argument("--eval-interval", type=int, default=2_500)
     parser.add_argument("--engine-steps", type=int, default=50_000)
     parser.add_argument("--throughput-steps", type=int, default=20_000)
     parser.add_argument("--only", choices=["solve", "engine", "throughput"], default=None)
-    parser.add_argument("--quick", action="store_true", help="tiny budgets, for CI smoke runs")
-    parser.add_argument("--out", type=Path, default=RESULTS / "speed.json")
+    add_quick(parser, "tiny budgets, for CI smoke runs")
+    add_results(parser)
+    parser.add_argument("--out", type=Path, help="the JSON file (default: RESULTS/speed.json)")
     args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = args.seeds
     if args.quick:
         seeds, args.budget, args.eval_interval = seeds[:1], 2_000, 1_000
         args.engine_steps, args.throughput_steps = 1_500, 2_000
@@ -436,68 +428,98 @@ def main() -> None:
             )
 
     _print_table(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    out = write_json(args.out or args.results / "speed.json", report)
+    print(f"wrote {out}")
 
 
 def _print_table(report: dict[str, Any]) -> None:
-    print()
-    print("| measure | qlearn | SB3 | ratio |")
-    print("|---|---|---|---|")
+    rows: list[list[str]] = []
     if "solve" in report:
         s = report["solve"]
         m = s["median_time_to_solve_s"]
         n = len(s["runs"]) // len(SOLVERS)
-        print(
-            f"| median time to solve, qlearn's tuned preset vs SB3 with the zoo's settings (s) "
-            f"| {m['qlearn']:.1f} | {m['sb3']:.1f} | "
-            f"{s['median_ratio_sb3_over_qlearn']:.1f}x (median of per-seed ratios) |"
+        rows.append(
+            [
+                "median time to solve, qlearn's tuned preset vs SB3 with the zoo's settings (s)",
+                f"{m['qlearn']:.1f}",
+                f"{m['sb3']:.1f}",
+                f"{s['median_ratio_sb3_over_qlearn']:.1f}x (median of per-seed ratios)",
+            ]
         )
-        print(
-            f"| median time to solve, both with the zoo's exact settings (s) "
-            f"| {m['qlearn-zoo']:.1f} | {m['sb3']:.1f} | "
-            f"{s['median_ratio_sb3_over_qlearn_zoo']:.1f}x (median of per-seed ratios) |"
+        rows.append(
+            [
+                "median time to solve, both with the zoo's exact settings (s)",
+                f"{m['qlearn-zoo']:.1f}",
+                f"{m['sb3']:.1f}",
+                f"{s['median_ratio_sb3_over_qlearn_zoo']:.1f}x (median of per-seed ratios)",
+            ]
         )
         solved, kept = s["solved"], s["solved_on_rescore"]
-        print(
-            f"| seeds solved (preset / zoo settings) | {solved['qlearn']}/{n} / "
-            f"{solved['qlearn-zoo']}/{n} | {solved['sb3']}/{n} | |"
+        rows.append(
+            [
+                "seeds solved (preset / zoo settings)",
+                f"{solved['qlearn']}/{n} / {solved['qlearn-zoo']}/{n}",
+                f"{solved['sb3']}/{n}",
+                "",
+            ]
         )
-        print(
-            f"| solved networks still >= {SOLVED:.0f} on {RESCORE_EPISODES} held-out episodes "
-            f"(preset / zoo settings) | {kept['qlearn']}/{solved['qlearn']} / "
-            f"{kept['qlearn-zoo']}/{solved['qlearn-zoo']} | {kept['sb3']}/{solved['sb3']} | |"
+        rows.append(
+            [
+                f"solved networks still >= {SOLVED:.0f} on {RESCORE_EPISODES} held-out episodes "
+                "(preset / zoo settings)",
+                f"{kept['qlearn']}/{solved['qlearn']} / "
+                f"{kept['qlearn-zoo']}/{solved['qlearn-zoo']}",
+                f"{kept['sb3']}/{solved['sb3']}",
+                "",
+            ]
         )
         for lib in SOLVERS:
             rs = [r for r in s["runs"] if r["library"] == lib]
             steps = _median([r["steps"] for r in rs])
             sps = _median([r["steps_per_s"] for r in rs])
             mem = max(r["peak_rss_mb"] for r in rs)
-            print(
-                f"| {lib}: median env steps used / steps/s / peak RSS MB | "
-                f"{steps:.0f} / {sps:.0f} / {mem:.0f} | | |"
+            rows.append(
+                [
+                    f"{lib}: median env steps used / steps/s / peak RSS MB",
+                    f"{steps:.0f} / {sps:.0f} / {mem:.0f}",
+                    "",
+                    "",
+                ]
             )
     if "engine" in report:
         e = report["engine"]
         q = _median([r["wall_s"] for r in e["runs"] if r["library"] == "qlearn"])
         b = _median([r["wall_s"] for r in e["runs"] if r["library"] == "sb3"])
-        print(
-            f"| engine, zoo hyperparameters, same steps (s) | {q:.1f} | {b:.1f} | "
-            f"{e['ratio']:.1f}x |"
+        rows.append(
+            [
+                "engine, zoo hyperparameters, same steps (s)",
+                f"{q:.1f}",
+                f"{b:.1f}",
+                f"{e['ratio']:.1f}x",
+            ]
         )
     if "throughput" in report:
         t = report["throughput"]
         for row in t["rows"]:
-            print(
-                f"| seeds' config, num_envs={row['num_envs']} (steps/s; bare env) | "
-                f"{row['qlearn_steps_per_s']:.0f} | | bare {row['bare_env_steps_per_s']:.0f} "
-                f"({100 * row['fraction_of_bare']:.0f}%) |"
+            rows.append(
+                [
+                    f"seeds' config, num_envs={row['num_envs']} (steps/s; bare env)",
+                    f"{row['qlearn_steps_per_s']:.0f}",
+                    "",
+                    f"bare {row['bare_env_steps_per_s']:.0f} "
+                    f"({100 * row['fraction_of_bare']:.0f}%)",
+                ]
             )
-        print(
-            f"| replay bytes per CartPole transition | {t['replay_bytes_per_transition']} "
-            f"({t['replay_mb_for_1m']:.1f} MB per 1M) | | |"
+        rows.append(
+            [
+                "replay bytes per CartPole transition",
+                f"{t['replay_bytes_per_transition']} ({t['replay_mb_for_1m']:.1f} MB per 1M)",
+                "",
+                "",
+            ]
         )
+    print()
+    print(markdown_table(["measure", "qlearn", "SB3", "ratio"], rows))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Smoke versions of the benchmark scripts: each runs end to end on a tiny budget and writes its
 JSON (to a temporary folder, never over the committed results)."""
 
+import argparse
 import importlib.util
 import json
 import subprocess
@@ -69,8 +70,9 @@ def test_minatar_script(tmp_path: Path) -> None:
         assert (tmp_path / row["curve_png"]).exists()
 
 
-def test_speed_script_qlearn_side() -> None:
+def test_speed_script_qlearn_side(monkeypatch: pytest.MonkeyPatch) -> None:
     # The SB3 side needs the `bench` extra; the qlearn workers and the table run here.
+    monkeypatch.syspath_prepend(str(BENCH))  # as running the script does, for `import common`
     spec = importlib.util.spec_from_file_location("speed", BENCH / "speed.py")
     assert spec is not None and spec.loader is not None
     speed = importlib.util.module_from_spec(spec)
@@ -119,3 +121,31 @@ def test_serve_load_script(tmp_path: Path) -> None:
         assert row["good_correct"] == row["good_sent"] > 0
         assert row["bad_4xx"] == row["bad_sent"] >= 11  # every malformed kind at least once
         assert row["bad_other"] == 0
+
+
+def test_common_scaffolding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    import common
+
+    parser = common.make_parser("Title line\nwrapped.\n\nMore.")
+    assert parser.description == "Title line wrapped."
+    common.add_seeds(parser, "0,1")
+    common.add_quick(parser)
+    common.add_results(parser)
+    args = parser.parse_args([])
+    assert (args.seeds, args.quick, args.results) == ([0, 1], False, BENCH / "results")
+    assert parser.parse_args(["--seeds", "3,1,2", "--quick"]).seeds == [3, 1, 2]
+    for bad in ("", "1,x", "1,-2", "1,,2"):
+        with pytest.raises(argparse.ArgumentTypeError, match="allowed: comma-separated integers"):
+            common.parse_seeds(bad)
+
+    out = common.write_json(tmp_path / "sub" / "r.json", {"a": 1, "rows": [1.5]})
+    record = json.loads(out.read_text())
+    assert (record["a"], record["rows"]) == (1, [1.5])
+    info = record[common.MACHINE_INFO_KEY]
+    assert info["cpus"] >= 1 and len(info["load_average"]) == 3
+    assert set(info) >= {"python", "platform", "qlearn", "git_commit", "torch"}
+    assert [p.name for p in out.parent.iterdir()] == ["r.json"]  # no temporary left
+
+    table = common.markdown_table(["x", "y"], [[1, "a"], [2.5, ""]])
+    assert table == "| x | y |\n|---|---|\n| 1 | a |\n| 2.5 |  |"

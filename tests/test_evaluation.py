@@ -7,12 +7,16 @@ the goal (returns are -1 a step) and 1.000 on CartPole, which has no goal at all
 
 from __future__ import annotations
 
+import math
+from typing import ClassVar
+
 import gymnasium as gym
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from qlearn import evaluation
 from qlearn.agents import TabularQAgent, evaluate_policy
 from qlearn.config import MAX_SEED, TabularConfig
 from qlearn.errors import ConfigError
@@ -20,6 +24,7 @@ from qlearn.evaluation import (
     GOALS,
     HELD_OUT_EVAL_SEED_OFFSET,
     PERIODIC_EVAL_SEED_OFFSET,
+    EvalResult,
     goal_of,
     held_out_eval_seed,
     periodic_eval_seed,
@@ -154,3 +159,125 @@ def test_the_seeds_fit_minatar() -> None:
     assert periodic_eval_seed(10**6, 10**6) < 2**32
     assert periodic_eval_seed(3, 2) == 3 + PERIODIC_EVAL_SEED_OFFSET + 2
     assert held_out_eval_seed(3) == 3 + HELD_OUT_EVAL_SEED_OFFSET
+
+
+# ---------------------------------------------------------------------- run_episodes and EvalResult
+
+
+def test_eval_result_figures_by_hand() -> None:
+    result = EvalResult(np.array([1.0, 2.0, 3.0, 6.0]), np.array([4, 5, 6, 9]))
+    # mean 3; population std: sqrt((4 + 1 + 0 + 9) / 4) = sqrt(3.5)
+    assert result.mean_return == 3.0 and result.std_return == pytest.approx(math.sqrt(3.5))
+    assert result.mean_length == 6.0 and result.success_rate is None
+    assert result.summary() == pytest.approx(
+        {
+            "mean_return": 3.0,
+            "std_return": math.sqrt(3.5),
+            "min_return": 1.0,
+            "max_return": 6.0,
+            "mean_length": 6.0,
+            "episodes": 4.0,
+        }
+    )
+    with_goal = EvalResult(result.returns, result.lengths, np.array([True, False, True, True]), "G")
+    assert with_goal.success_rate == 0.75
+    assert list(with_goal.summary())[-2:] == ["success_rate", "episodes"]
+
+
+class Countdown(gym.Env):
+    """Observation: steps left. An episode lasts `start` steps, where `start` is 2 + the reset's
+    draw from {0, 1, 2}; each step pays (action + 1) * steps left. Records every reset's seed."""
+
+    observation_space = gym.spaces.Discrete(5)
+    action_space = gym.spaces.Discrete(2)
+    metadata: ClassVar[dict] = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, render_mode: str | None = None) -> None:
+        self.render_mode = render_mode
+        self.left = 0
+        self.reset_seeds: list[int | None] = []
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple:
+        super().reset(seed=seed)
+        self.reset_seeds.append(seed)
+        self.left = 2 + int(self.np_random.integers(3))
+        return self.left, {}
+
+    def step(self, action: int) -> tuple:
+        reward = (action + 1) * self.left
+        self.left -= 1
+        return self.left, float(reward), self.left == 0, False, {}
+
+    def render(self) -> np.ndarray:
+        return np.full((2, 2, 3), self.left, dtype=np.uint8)
+
+
+def test_run_episodes_returns_and_lengths_by_hand() -> None:
+    env = Countdown()
+    probe = Countdown()  # the starts seed 3 gives: the first reset seeded, later ones not
+    starts = [probe.reset(seed=3)[0]] + [probe.reset()[0] for _ in range(3)]
+    # action 1 when an odd number of steps is left: pays 2 * left then, else left
+    result = run_episodes(env, lambda left: left % 2, num_episodes=4, seed=3)
+    expected = [sum(n * (1 + n % 2) for n in range(1, start + 1)) for start in starts]
+    assert result.returns.tolist() == expected and result.lengths.tolist() == starts
+    assert env.reset_seeds == [3, None, None, None]
+    again = run_episodes(Countdown(), lambda left: left % 2, num_episodes=4, seed=3)
+    assert again.returns.tolist() == expected  # same seed, same episodes
+
+
+def test_run_episodes_plays_the_episodes_of_a_loop_seeding_only_its_first_reset() -> None:
+    """The benchmarks' old evaluation loop (speed.py's `_greedy_returns`): the same episodes."""
+
+    def policy(obs: np.ndarray) -> int:
+        return int(obs[2] > 0)  # pushes toward the lean: episodes of a few dozen steps
+
+    env = gym.make("CartPole-v1")
+    returns = []
+    obs, _ = env.reset(seed=11)
+    for _ in range(4):
+        total, done = 0.0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(policy(obs))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+        obs, _ = env.reset()
+    result = run_episodes(gym.make("CartPole-v1"), policy, num_episodes=4, seed=11)
+    assert result.returns.tolist() == returns
+    assert len(set(returns)) > 1  # different episodes, not one replayed four times
+
+
+class Endless(gym.Env):
+    """Never terminates or truncates: only the cap ends its episodes."""
+
+    observation_space = gym.spaces.Discrete(1)
+    action_space = gym.spaces.Discrete(1)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple:
+        super().reset(seed=seed)
+        return 0, {}
+
+    def step(self, action: int) -> tuple:
+        return 0, 0.5, False, False, {}
+
+
+def test_episodes_are_cut_at_max_episode_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(evaluation, "MAX_EPISODE_STEPS", 40)
+    result = run_episodes(Endless(), lambda obs: 0, num_episodes=2, seed=0)
+    assert result.lengths.tolist() == [40, 40] and result.returns.tolist() == [20.0, 20.0]
+
+
+def test_on_frame_gets_the_reset_frame_and_one_per_step() -> None:
+    env = Countdown(render_mode="rgb_array")
+    frames: list[np.ndarray] = []
+    result = run_episodes(env, lambda obs: 0, num_episodes=3, seed=0, on_frame=frames.append)
+    assert len(frames) == int(result.lengths.sum()) + 3
+    # each episode: its start, then one frame per step down to 0
+    expected = [n for length in result.lengths for n in range(length, -1, -1)]
+    assert [int(frame[0, 0, 0]) for frame in frames] == expected
+
+
+@pytest.mark.parametrize("num_episodes", [0, -1])
+def test_run_episodes_needs_an_episode(num_episodes: int) -> None:
+    with pytest.raises(ConfigError, match=rf"num_episodes = {num_episodes} is out of range"):
+        run_episodes(Endless(), lambda obs: 0, num_episodes=num_episodes, seed=0)

@@ -9,6 +9,7 @@ terminal, a few plain status lines in a log, and nothing unasked: `qlearn tabula
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from qlearn.config import DQNConfig
 from qlearn.errors import TrainingError
 from qlearn.monitor import (
     CSVLog,
+    Monitor,
     ProgressBar,
     ProgressLines,
     ProgressOutput,
@@ -197,3 +199,118 @@ def test_dqn_writes_progress_only_where_told(bar: bool, capsys: pytest.CaptureFi
     assert capsys.readouterr() == ("", "")  # the library printed nothing itself
     DQN("CartPole-v1", config.replace(total_steps=1_000)).learn()
     assert capsys.readouterr() == ("", "")  # no progress asked, none shown
+
+
+# ------------------------------------------------------------------ Monitor: CSV and TensorBoard
+
+
+def _rows(path: Path) -> list[list[str]]:
+    return [line.split(",") for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_monitor_writes_each_log_with_its_columns(tmp_path: Path) -> None:
+    log = Monitor(tmp_path, 100)
+    log.episode(10, 0, 12.5, 10, epsilon=0.75)
+    log.episode(25, 1, -3.0, 15, epsilon=0.5)
+    log.scalars(20, {"loss": 0.125, "q_mean": 1 / 3})
+    log.evaluation(50, {"mean_return": 200.0, "std_return": 0.0})
+    log.close()
+    assert _rows(tmp_path / "episodes.csv") == [
+        ["step", "episode", "return", "length", "epsilon"],
+        ["10", "0", "12.5", "10", "0.75"],
+        ["25", "1", "-3", "15", "0.5"],
+    ]
+    # floats keep 6 significant digits
+    assert _rows(tmp_path / "train.csv") == [
+        ["step", "loss", "q_mean"],
+        ["20", "0.125", "0.333333"],
+    ]
+    assert _rows(tmp_path / "evals.csv") == [
+        ["step", "mean_return", "std_return"],
+        ["50", "200", "0"],
+    ]
+    assert not (tmp_path / "tb").exists()  # TensorBoard only when asked
+
+
+def test_monitor_without_a_run_dir_keeps_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    log = Monitor(None, 100, tensorboard=True)  # nowhere to write events either
+    log.episode(10, 0, 1.0, 10)
+    log.scalars(10, {"loss": 1.0})
+    log.evaluation(10, {"mean_return": 1.0})
+    log.progress(10)
+    log.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_non_finite_values_are_written_by_name(tmp_path: Path) -> None:
+    log = Monitor(tmp_path, 100)
+    log.scalars(1, {"loss": math.nan, "grad_norm": math.inf})
+    log.close()
+    assert _rows(tmp_path / "train.csv")[1] == ["1", "nan", "inf"]
+
+
+def test_resumed_monitor_continues_each_log_without_duplicates(tmp_path: Path) -> None:
+    """A run checkpointed at step 30 and killed at 50: resuming from 30 drops the rows past it
+    in all three logs, and rows from the resumed run follow."""
+    log = Monitor(tmp_path, 100)
+    for step in (10, 20, 30, 40, 50):
+        log.episode(step, step // 10, float(step), 10)
+        log.scalars(step, {"loss": step / 100})
+        log.evaluation(step, {"mean_return": float(step)})
+    log.close()
+    resumed = Monitor(tmp_path, 100, initial_step=30)
+    resumed.episode(40, 4, -1.0, 10)
+    resumed.scalars(40, {"loss": -1.0})
+    resumed.evaluation(40, {"mean_return": -1.0})
+    resumed.close()
+    assert [r[2] for r in _rows(tmp_path / "episodes.csv")] == ["return", "10", "20", "30", "-1"]
+    assert _rows(tmp_path / "train.csv")[1:] == [
+        ["10", "0.1"],
+        ["20", "0.2"],
+        ["30", "0.3"],
+        ["40", "-1"],
+    ]
+    assert [r[0] for r in _rows(tmp_path / "evals.csv")] == ["step", "10", "20", "30", "40"]
+
+
+def test_monitor_writes_tensorboard_scalars(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    log = Monitor(tmp_path, 100, tensorboard=True)
+    log.episode(10, 0, 12.5, 10)
+    log.episode(25, 1, -3.0, 15)
+    log.scalars(20, {"loss": 0.125})
+    log.evaluation(50, {"mean_return": 200.0})
+    log.close()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert set(events.Tags()["scalars"]) == {
+        "episode/return",
+        "episode/length",
+        "train/loss",
+        "eval/mean_return",
+    }
+
+    def scalars(tag: str) -> list[tuple[int, float]]:
+        return [(e.step, e.value) for e in events.Scalars(tag)]
+
+    assert scalars("episode/return") == [(10, 12.5), (25, -3.0)]
+    assert scalars("episode/length") == [(10, 10.0), (25, 15.0)]
+    assert scalars("train/loss") == [(20, 0.125)]
+    assert scalars("eval/mean_return") == [(50, 200.0)]
+    assert (tmp_path / "episodes.csv").exists()  # CSV too, not instead
+
+
+def test_monitor_reports_progress_where_told() -> None:
+    stream = io.StringIO()
+    log = Monitor(None, 100, progress=ProgressOutput(stream, bar=False), initial_step=50)
+    log.progress(60, {"loss": 0.5})
+    log.progress(100, {"loss": 0.25})
+    log.close()
+    lines = stream.getvalue().splitlines()
+    assert [line.split(",")[0] for line in lines] == ["step 60/100 (60%)", "step 100/100 (100%)"]
+    assert lines[-1].endswith(", loss 0.25")

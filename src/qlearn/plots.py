@@ -2,7 +2,8 @@
 
 Uses matplotlib's non-interactive Agg backend. Every function checks its output path first
 (`check_output_path`), writes the file atomically (a crash leaves the old file or none, never a
-torn one) in the format its suffix names (PLOT_FORMATS), and returns the path it wrote.
+torn one) in the format its suffix names (PLOT_FORMATS), and returns the path it wrote. The
+`*_figure` functions build the same figures without writing them, for notebooks and tests.
 """
 
 from __future__ import annotations
@@ -93,6 +94,11 @@ def plot_init_study(result: StudyResult, path: str | Path) -> Path:
     or not finite cannot sit on a log axis and are left out of the lines.
     """
     path = check_output_path(path)
+    return _save(init_study_figure(result), path, dpi=100)
+
+
+def init_study_figure(result: StudyResult) -> Figure:
+    """The figure `plot_init_study` writes, left open for the caller to inspect or save."""
     panels = (
         ("activation variance", "activation_var", True),
         ("backward signal norm", "backward_norm", False),
@@ -116,7 +122,7 @@ def plot_init_study(result: StudyResult, path: str | Path) -> Path:
         f"init study: depth {result.depth}, width {result.width}, {result.activation} "
         f"activations, batch {result.batch}, seed {result.seed}"
     )
-    return _save(fig, path, dpi=100)
+    return fig
 
 
 def read_log(path: Path, columns: Sequence[str]) -> np.ndarray | None:
@@ -164,8 +170,17 @@ def learning_curve(run_dir: str | Path, out: str | Path) -> Path:
     Reads `episodes.csv` (step, return) and `evals.csv` (step, mean_return, std_return) in
     `run_dir` and writes the figure to `out` (.png, .svg or .pdf).
     """
-    run_dir = Path(run_dir)
     out = check_output_path(out)
+    return _save(learning_curve_figure(run_dir), out)
+
+
+def learning_curve_figure(run_dir: str | Path) -> Figure:
+    """The figure `learning_curve` writes, left open for the caller to inspect or save.
+
+    Raises:
+        QlearnError: `run_dir` has neither log, or no rows in either, or a log is malformed.
+    """
+    run_dir = Path(run_dir)
     episodes = read_log(run_dir / "episodes.csv", EPISODES_COLUMNS)
     evals = read_log(run_dir / "evals.csv", EVALS_COLUMNS)
     if episodes is None and evals is None:
@@ -202,7 +217,7 @@ def learning_curve(run_dir: str | Path, out: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
     fig.tight_layout()
-    return _save(fig, out)
+    return fig
 
 
 def write_gif(frames: Sequence[np.ndarray], out: str | Path, fps: int = 30) -> Path:
@@ -250,9 +265,40 @@ def plot_value_grid(
         moves: each action's (column, row) step; FrozenLake's by default.
     """
     path = check_output_path(path)
+    figure = value_grid_figure(values, desc, policy=policy, title=title, moves=moves)
+    return _save(figure, path, dpi=100)
+
+
+def value_grid_figure(
+    values: np.ndarray,
+    desc: np.ndarray | Sequence[str],
+    *,
+    policy: np.ndarray | None = None,
+    title: str = "",
+    moves: dict[int, tuple[int, int]] = FROZEN_LAKE_MOVES,
+) -> Figure:
+    """The figure `plot_value_grid` writes (same arguments but the path), left open."""
     letters = np.array([[_letter(c) for c in row] for row in np.asarray(desc)])
     rows, cols = letters.shape
-    grid = np.asarray(values, dtype=float).reshape(rows, cols)
+    values = np.asarray(values, dtype=float)
+    if values.size != rows * cols:
+        raise ConfigError(
+            f"values of shape {values.shape} do not fit the {rows}x{cols} map; allowed: "
+            f"{rows * cols} values, one per state"
+        )
+    grid = values.reshape(rows, cols)
+    if policy is not None:
+        policy = np.asarray(policy).reshape(-1)
+        if policy.size != rows * cols:
+            raise ConfigError(
+                f"policy of {policy.size} actions does not fit the {rows}x{cols} map; allowed: "
+                f"{rows * cols} actions, one per state"
+            )
+        unknown = sorted({int(a) for a in policy} - set(moves))
+        if unknown:
+            raise ConfigError(
+                f"policy action {unknown[0]} has no arrow; allowed: {', '.join(map(str, moves))}"
+            )
     fig, ax = plt.subplots(figsize=(1.1 * cols + 1.6, 1.1 * rows + 0.8))
     image = ax.imshow(grid, cmap="viridis")
     fig.colorbar(image, ax=ax, label="V(s)", fraction=0.046, pad=0.04)
@@ -267,7 +313,7 @@ def plot_value_grid(
             )
             if policy is None or letter in ("H", "G"):
                 continue
-            dc, dr = moves[int(np.asarray(policy).reshape(-1)[r * cols + c])]
+            dc, dr = moves[int(policy[r * cols + c])]
             ax.annotate(
                 "",
                 xy=(c + 0.25 * dc, r - 0.08 + 0.25 * dr),
@@ -278,7 +324,7 @@ def plot_value_grid(
     ax.set_yticks(range(rows))
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path, dpi=100)
+    return fig
 
 
 def _letter(cell: bytes | str) -> str:
