@@ -51,8 +51,11 @@ def test_cartpole_example_shows_the_network_and_its_evaluation(tmp_path: Path) -
     assert len(re.findall(r"step +\d+: greedy mean return", out)) == 5
     steps, copies = re.search(r"trained (\d+) steps .*?, (\d+) target copies", out).groups()
     assert int(copies) == int(steps) // 100
+    # Quick mode (6,000 steps, seed 0) measured a mean greedy return of 62.2 over 20 episodes for
+    # both networks; a random policy averages 22 (a 20-episode mean has a std of ~3). The bar
+    # holds for seed 0 only: seed 5's last network reached 31.8.
     for mean_return in final_mean_returns(out).values():
-        assert 8 <= mean_return <= 500  # CartPole's returns lie in [8, 500]
+        assert mean_return >= 40
     assert (tmp_path / "runs" / "05_dqn_cartpole" / "best" / "meta.json").is_file()
 
 

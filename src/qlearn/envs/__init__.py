@@ -1,4 +1,4 @@
-"""Environment construction, space checks and observation encoding."""
+"""Environment construction, space checks, observation encoding, and toy MDPs with known Q*."""
 
 from qlearn.envs.core import (
     EnvSpec,
@@ -8,8 +8,11 @@ from qlearn.envs.core import (
     make_env,
     make_vector_env,
 )
+from qlearn.envs.toy import CHAIN_ID, ChainEnv
 
 __all__ = [
+    "CHAIN_ID",
+    "ChainEnv",
     "EnvSpec",
     "ObsEncoder",
     "check_discrete_env",

@@ -26,8 +26,13 @@ def _suggest(env_id: str) -> str:
 
 
 def _register_optional(env_id: str) -> None:
-    """Import the packages that register MinAtar and Atari ids, when those ids are asked for."""
-    if env_id.startswith("MinAtar/"):
+    """Register qlearn's toy ids, or import the packages that register MinAtar and Atari ids,
+    when those ids are asked for."""
+    if env_id.startswith("qlearn/"):
+        from qlearn.envs.toy import register_toy_envs
+
+        register_toy_envs()
+    elif env_id.startswith("MinAtar/"):
         try:
             from minatar.gym import register_envs
         except ImportError:
