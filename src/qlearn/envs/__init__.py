@@ -7,6 +7,7 @@ from qlearn.envs.core import (
     env_spec,
     make_env,
     make_vector_env,
+    stacked_frame_count,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "env_spec",
     "make_env",
     "make_vector_env",
+    "stacked_frame_count",
 ]
