@@ -13,14 +13,16 @@ from __future__ import annotations
 import numpy as np
 from common import add_results, make_parser, write_json
 
-from qlearn.replay import FrameStackReplayBuffer, ReplayBuffer, estimate_bytes
+from qlearn.replay import FrameStackStorage, ReplayMemory, estimate_bytes, make_memory
 from qlearn.replay.frames import estimate_frame_bytes, num_frame_slots
 
 OBS_SHAPE = (4, 84, 84)
 NUM_ACTIONS = 18  # the full Atari action set: the largest action dtype needed is still uint8
 
 
-def fill_with_episodes(buffer, num_transitions: int, episode_length: int, seed: int = 0) -> None:
+def fill_with_episodes(
+    buffer: ReplayMemory, num_transitions: int, episode_length: int, seed: int = 0
+) -> None:
     """Add a stream of stacked random frames, episodes of `episode_length`, reset padding."""
     rng = np.random.default_rng(seed)
     added = 0
@@ -47,14 +49,17 @@ def main() -> None:
     frames = estimate_frame_bytes(args.capacity, OBS_SHAPE, np.uint8, NUM_ACTIONS)
     frame_slots = num_frame_slots(args.capacity, OBS_SHAPE[0])
 
-    small_naive = ReplayBuffer(args.small, OBS_SHAPE, np.uint8, NUM_ACTIONS, 0.99)
-    small_frames = FrameStackReplayBuffer(args.small, OBS_SHAPE, np.uint8, NUM_ACTIONS, 0.99)
+    small_naive = make_memory(args.small, OBS_SHAPE, np.uint8, NUM_ACTIONS, 0.99)
+    small_frames = make_memory(
+        args.small, OBS_SHAPE, np.uint8, NUM_ACTIONS, 0.99, stacked_frames=True
+    )
     fill_with_episodes(small_frames, args.small, args.episode_length)
-    frames_written = small_frames.num_frames_written
+    assert isinstance(small_frames.storage, FrameStackStorage)
+    frames_written = small_frames.storage.num_frames_written
 
     rows = [
-        ("obs + next_obs whole (ReplayBuffer)", naive, small_naive.nbytes / args.small),
-        ("frames once (FrameStackReplayBuffer)", frames, small_frames.nbytes / args.small),
+        ("obs + next_obs whole (FlatStorage)", naive, small_naive.nbytes / args.small),
+        ("frames once (FrameStackStorage)", frames, small_frames.nbytes / args.small),
     ]
     print(f"{args.capacity:,} Atari transitions of {OBS_SHAPE} uint8 observations")
     print(f"{'layout':<38} {'bytes (GB)':>11} {'GiB':>7} {'B/transition':>13} {'measured':>9}")

@@ -32,7 +32,7 @@ def test_loss_matches_hand_computed_td_target() -> None:
     with torch.no_grad():
         q = agent.q_net(torch.from_numpy(batch.obs)).numpy()
         q_next = agent.target_net(torch.from_numpy(batch.next_obs)).numpy()
-    expected_target = batch.rewards + 0.99 * (1 - batch.terminated) * q_next.max(axis=1)
+    expected_target = batch.returns + 0.99 * (1 - batch.terminated) * q_next.max(axis=1)
     expected_q = q[np.arange(8), batch.actions]
     np.testing.assert_allclose(q_taken.detach().numpy(), expected_q, rtol=1e-6)
     np.testing.assert_allclose(
@@ -53,7 +53,7 @@ def test_double_q_uses_online_argmax_and_target_value() -> None:
         online = agent.q_net(torch.from_numpy(batch.next_obs)).numpy()
         target = agent.target_net(torch.from_numpy(batch.next_obs)).numpy()
     chosen = online.argmax(axis=1)
-    y = batch.rewards + 0.99 * (1 - batch.terminated) * target[np.arange(16), chosen]
+    y = batch.returns + 0.99 * (1 - batch.terminated) * target[np.arange(16), chosen]
     np.testing.assert_allclose(
         per_sample.detach().numpy(), (q_taken.detach().numpy() - y) ** 2, rtol=1e-5
     )
@@ -205,11 +205,11 @@ def test_state_round_trip_is_exact() -> None:
 
 def test_nonfinite_loss_raises_or_skips() -> None:
     agent = filled_agent(DQNConfig(batch_size=8))
-    agent.replay.rewards[:] = np.inf
+    agent.replay.storage.returns[:] = np.inf
     with pytest.raises(TrainingError, match="non-finite loss"):
         agent.update()
     skipping = filled_agent(DQNConfig(batch_size=8, on_nonfinite="skip"))
-    skipping.replay.rewards[:] = np.nan
+    skipping.replay.storage.returns[:] = np.nan
     before = [p.clone() for p in skipping.q_net.parameters()]
     with pytest.warns(RuntimeWarning, match="skipped an update"):
         assert skipping.update() == {}

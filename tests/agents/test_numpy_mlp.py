@@ -24,7 +24,7 @@ def filled(config: DQNConfig, n: int = 300, n_step_discounts: bool = False) -> D
         )
     if n_step_discounts:
         # Mixed k-step transitions (discount gamma**k), as n-step returns store at episode ends.
-        agent.replay.steps[:n] = rng.integers(1, 4, size=n)
+        agent.replay.storage.steps[:n] = rng.integers(1, 4, size=n)
     return agent
 
 
@@ -63,10 +63,10 @@ def test_numpy_engine_equals_torch_engine(flags: dict) -> None:
             torch.testing.assert_close(actual[key], expected[key], rtol=1e-5, atol=1e-6)
     assert numpy_agent.num_updates == torch_agent.num_updates == 8
     if flags.get("prioritized"):
-        size = torch_agent.replay.size
+        size = len(torch_agent.replay)
         np.testing.assert_allclose(
-            numpy_agent.replay.tree.get(np.arange(size)),  # type: ignore[attr-defined]
-            torch_agent.replay.tree.get(np.arange(size)),  # type: ignore[attr-defined]
+            numpy_agent.replay.sampler.tree.get(np.arange(size)),  # type: ignore[attr-defined]
+            torch_agent.replay.sampler.tree.get(np.arange(size)),  # type: ignore[attr-defined]
             rtol=1e-5,
         )
 
@@ -80,7 +80,7 @@ def test_metrics_match_hand_computed_loss() -> None:
         q = agent.q_net(torch.from_numpy(batch.obs)).numpy()
         q_next = agent.target_net(torch.from_numpy(batch.next_obs)).numpy()
     q_taken = q[np.arange(8), batch.actions]
-    y = batch.rewards + batch.discounts * (1 - batch.terminated) * q_next.max(axis=1)
+    y = batch.returns + batch.discounts * (1 - batch.terminated) * q_next.max(axis=1)
     d = q_taken - y
     huber = np.where(np.abs(d) < 1, 0.5 * d**2, np.abs(d) - 0.5)
     loss, q_mean, td = engine.step(batch, engine.target_values(batch.next_obs))
@@ -140,11 +140,11 @@ def test_explicit_numpy_engine_refuses_what_it_cannot_run() -> None:
 
 def test_nonfinite_loss_raises_or_skips_without_touching_weights() -> None:
     agent = filled(DQNConfig(engine="numpy", batch_size=8))
-    agent.replay.rewards[:] = np.inf
+    agent.replay.storage.returns[:] = np.inf
     with pytest.raises(TrainingError, match="non-finite loss"):
         agent.train(4)
     skipping = filled(DQNConfig(engine="numpy", batch_size=8, on_nonfinite="skip"))
-    skipping.replay.rewards[:] = np.nan
+    skipping.replay.storage.returns[:] = np.nan
     before = skipping.engine.flat.copy()  # type: ignore[union-attr]
     with pytest.warns(RuntimeWarning, match="skipped an update"):
         assert skipping.train(3) == {}

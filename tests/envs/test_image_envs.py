@@ -11,10 +11,16 @@ import torch
 from qlearn import DQN
 from qlearn.agents.dqn import pick_network
 from qlearn.cli import main
-from qlearn.envs import env_spec, make_env, make_vector_env
+from qlearn.envs import EnvSpec, env_spec, make_env, make_vector_env, stacked_frame_count
 from qlearn.networks import QNetwork
 from qlearn.presets import load_preset
-from qlearn.replay import FrameStackReplayBuffer, PrioritizedFrameStackReplayBuffer, ReplayBuffer
+from qlearn.replay import (
+    FlatStorage,
+    FrameStackStorage,
+    PrioritizedSampler,
+    UniformSampler,
+    make_memory,
+)
 
 MINATAR_GAMES = {  # game: (channels, actions of the -v1 minimal action set)
     "Asterix": (4, 5),
@@ -45,6 +51,7 @@ def test_minatar_observations_are_channels_first_uint8_zero_one(game: str) -> No
     assert env.action_space.n == num_actions  # type: ignore[attr-defined]
     obs, *_ = env.step(0)
     assert obs.shape == (channels, 10, 10) and obs.dtype == np.uint8
+    assert stacked_frame_count(env) == 0  # channels, not a stack of frames
     spec = env_spec(env.observation_space, env.action_space)
     assert pick_network(load_preset("minatar"), spec) == "minatar_cnn"
     assert pick_network(load_preset("minatar").replace(network="auto"), spec) == "minatar_cnn"
@@ -78,7 +85,7 @@ def test_minatar_breakout_dqn_learns_saves_and_loads(tmp_path: Path) -> None:
         total_steps=300, learning_starts=64, buffer_size=1_000, eval_interval=0
     )
     agent = DQN("MinAtar/Breakout-v1", config).learn()
-    assert type(agent.agent.replay) is ReplayBuffer  # channels, not stacked frames
+    assert type(agent.agent.replay.storage) is FlatStorage  # channels, not stacked frames
     assert len(agent.agent.replay) == 300 and agent.agent.num_updates == 60  # 64, 68, ..., 300
     agent.save(tmp_path / "model")
     loaded = DQN.load(tmp_path / "model")
@@ -114,7 +121,14 @@ def test_atari_pong_is_preprocessed_and_stacked() -> None:
     assert made_with["full_action_space"] is False and made_with["frameskip"] == 1
     # The reset frame fills the whole stack (FrameStackObservation's "reset" padding).
     assert all(np.array_equal(obs[0], obs[i]) for i in range(4))
-    spec = env_spec(env.observation_space, env.action_space)
+    assert stacked_frame_count(env) == 4
+    assert stacked_frame_count(make_env("ALE/Pong-v5", frame_stack=2)) == 2
+    spec = env_spec(env.observation_space, env.action_space, frame_stack=stacked_frame_count(env))
+    assert spec.frame_stack == 4
+    # Checkpoints written before the field existed lack it; their spec still equals this one.
+    old = {k: v for k, v in spec.to_dict().items() if k != "frame_stack"}
+    assert EnvSpec.from_dict(old).frame_stack == 0 and EnvSpec.from_dict(old) == spec
+    assert EnvSpec.from_dict(spec.to_dict()).frame_stack == 4
     assert pick_network(load_preset("atari").replace(network="auto"), spec) == "nature_cnn"
     net = QNetwork(spec.obs_shape, 6, (512,), torso="nature_cnn")
     assert net(torch.from_numpy(obs[None])).shape == (1, 6)
@@ -124,8 +138,8 @@ def test_atari_pong_is_preprocessed_and_stacked() -> None:
 def test_frame_buffer_returns_the_stacks_pong_produced() -> None:
     needs_atari()
     env = make_env("ALE/Pong-v5")
-    frames = FrameStackReplayBuffer(50, (4, 84, 84), np.uint8, 6, 0.99)
-    oracle = ReplayBuffer(50, (4, 84, 84), np.uint8, 6, 0.99)
+    frames = make_memory(50, (4, 84, 84), np.uint8, 6, 0.99, stacked_frames=True)
+    oracle = make_memory(50, (4, 84, 84), np.uint8, 6, 0.99)
     rng = np.random.default_rng(0)
     obs, _ = env.reset(seed=0)
     for _ in range(80):
@@ -137,7 +151,7 @@ def test_frame_buffer_returns_the_stacks_pong_produced() -> None:
     slots = np.arange(50)
     np.testing.assert_array_equal(frames.gather(slots).obs, oracle.gather(slots).obs)
     np.testing.assert_array_equal(frames.gather(slots).next_obs, oracle.gather(slots).next_obs)
-    assert frames.num_frames_written <= 81  # one frame per step, plus the reset frame
+    assert frames.storage.num_frames_written <= 81  # one frame per step, plus the reset frame
     env.close()
 
 
@@ -155,11 +169,12 @@ def test_atari_pong_dqn_smoke_run_uses_the_frame_buffer(prioritized: bool) -> No
     )
     agent = DQN("ALE/Pong-v5", config).learn()
     replay = agent.agent.replay
-    expected = PrioritizedFrameStackReplayBuffer if prioritized else FrameStackReplayBuffer
-    assert type(replay) is expected
+    assert type(replay.storage) is FrameStackStorage
+    assert type(replay.sampler) is (PrioritizedSampler if prioritized else UniformSampler)
+    assert agent.spec.frame_stack == 4
     assert len(replay) == 200 and agent.agent.num_updates == 26  # steps 100, 104, ..., 200
     batch = replay.sample(4, np.random.default_rng(0))
     assert batch.obs.shape == batch.next_obs.shape == (4, 4, 84, 84)
     assert batch.obs.dtype == np.uint8
     # ~one 84x84 frame per transition, not eight.
-    assert replay.num_frames_written < 1.1 * len(replay) + 10
+    assert replay.storage.num_frames_written < 1.1 * len(replay) + 10

@@ -1,7 +1,7 @@
-"""FrameStackReplayBuffer: stacks come back exactly as the env produced them.
+"""FrameStackStorage: stacks come back exactly as the env produced them.
 
-The oracle is a plain ReplayBuffer fed the same rows: it stores every obs and next_obs whole, so
-the frame buffer must return identical arrays for every stored transition.
+The oracle is a replay memory on FlatStorage fed the same rows: it stores every obs and next_obs
+whole, so the frame memory must return identical arrays for every stored transition.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import pytest
 
 from qlearn.errors import CheckpointError, TrainingError
 from qlearn.replay import (
-    FrameStackReplayBuffer,
+    FrameStackStorage,
     NStepAccumulator,
-    PrioritizedFrameStackReplayBuffer,
-    ReplayBuffer,
+    PrioritizedSampler,
+    ReplayMemory,
     estimate_frame_bytes,
+    make_memory,
 )
 from qlearn.replay.frames import num_frame_slots
 
@@ -93,27 +94,47 @@ def drive(
         out = nstep.push(obs, actions, rewards, next_obs, terminated, truncated, ~prev_done)
         if out is not None:
             for buffer in buffers:
-                buffer.add(*out.as_add_args())
+                buffer.add_transitions(*out.as_add_args())
         prev_done = terminated | truncated
         obs = next_obs
     envs.close()
 
 
-def make_pair(capacity: int, num_actions: int = 3) -> tuple[FrameStackReplayBuffer, ReplayBuffer]:
+def frame_memory(capacity: int, num_actions: int = 3, **kwargs) -> ReplayMemory:
+    """A memory on FrameStackStorage (uniform unless kwargs say prioritized)."""
     shape = (STACK, *FRAME)
-    return (
-        FrameStackReplayBuffer(capacity, shape, np.uint8, num_actions, 0.9),
-        ReplayBuffer(capacity, shape, np.uint8, num_actions, 0.9),
-    )
+    return make_memory(capacity, shape, np.uint8, num_actions, 0.9, stacked_frames=True, **kwargs)
 
 
-def assert_same_transitions(frames: FrameStackReplayBuffer, oracle: ReplayBuffer) -> None:
+def flat_memory(capacity: int, num_actions: int = 3) -> ReplayMemory:
+    return make_memory(capacity, (STACK, *FRAME), np.uint8, num_actions, 0.9)
+
+
+def storage_of(memory: ReplayMemory) -> FrameStackStorage:
+    assert isinstance(memory.storage, FrameStackStorage)
+    return memory.storage
+
+
+def tree_of(memory: ReplayMemory):
+    assert isinstance(memory.sampler, PrioritizedSampler)
+    return memory.sampler.tree
+
+
+def make_pair(capacity: int, num_actions: int = 3) -> tuple[ReplayMemory, ReplayMemory]:
+    return frame_memory(capacity, num_actions), flat_memory(capacity, num_actions)
+
+
+def live(memory: ReplayMemory) -> np.ndarray:
+    return storage_of(memory).live_slots()
+
+
+def assert_same_transitions(frames: ReplayMemory, oracle: ReplayMemory) -> None:
     assert len(frames) == len(oracle)
-    slots = np.sort(frames.live_slots())
+    slots = np.sort(live(frames))
     np.testing.assert_array_equal(slots, np.arange(len(oracle)))
     got, want = frames.gather(slots), oracle.gather(slots)
     assert got.obs.dtype == np.uint8 and got.obs.shape == (len(slots), STACK, *FRAME)
-    for field in ("obs", "next_obs", "actions", "rewards", "terminated", "discounts"):
+    for field in ("obs", "next_obs", "actions", "returns", "terminated", "discounts"):
         np.testing.assert_array_equal(getattr(got, field), getattr(want, field), err_msg=field)
 
 
@@ -121,7 +142,7 @@ def assert_same_transitions(frames: FrameStackReplayBuffer, oracle: ReplayBuffer
 def test_stacks_equal_the_env_stacks_across_episodes_and_wraparound(padding_type: str) -> None:
     frames, oracle = make_pair(64)
     drive([frames, oracle], num_envs=1, num_steps=500, padding_type=padding_type)
-    assert frames.tail != 0  # the ring wrapped
+    assert storage_of(frames).tail != 0  # the ring wrapped
     assert_same_transitions(frames, oracle)
 
 
@@ -130,7 +151,7 @@ def test_interleaved_vector_envs_keep_their_own_frames() -> None:
     drive([frames, oracle], num_envs=3, num_steps=300)
     assert_same_transitions(frames, oracle)
     # Every frame of a stack comes from the same env and episode as its newest frame.
-    batch = frames.gather(frames.live_slots())
+    batch = frames.gather(live(frames))
     for stacks in (batch.obs, batch.next_obs):
         tags = stacks[:, :, 0, :2]  # (batch, stack, 2): env and episode
         np.testing.assert_array_equal(tags, np.broadcast_to(tags[:, -1:], tags.shape))
@@ -139,7 +160,7 @@ def test_interleaved_vector_envs_keep_their_own_frames() -> None:
 def test_first_stack_of_an_episode_is_padded_like_frame_stack_observation() -> None:
     frames, _ = make_pair(200)
     drive([frames], num_envs=2, num_steps=150, padding_type="zero")
-    batch = frames.gather(frames.live_slots())
+    batch = frames.gather(live(frames))
     first = batch.obs[:, -1, 0, 2] == 0  # newest frame at step 0: the reset observation
     assert first.any()
     # Zero padding: the three older frames are all zeros, not the previous episode's frames.
@@ -150,7 +171,7 @@ def test_n_step_transitions_from_several_envs() -> None:
     frames, oracle = make_pair(80)
     drive([frames, oracle], num_envs=2, num_steps=300, n_step=3)
     assert_same_transitions(frames, oracle)
-    assert set(np.unique(frames.steps[frames.live_slots()])) == {1, 2, 3}
+    assert set(np.unique(storage_of(frames).steps[live(frames)])) == {1, 2, 3}
 
 
 def test_about_one_frame_is_stored_per_transition() -> None:
@@ -158,7 +179,7 @@ def test_about_one_frame_is_stored_per_transition() -> None:
     drive([frames], num_envs=1, num_steps=600, max_len=50)
     episodes = len(frames) / 25  # mean episode length is about 25
     # One new frame per transition, one more per episode (the reset frame).
-    assert frames.num_frames_written <= len(frames) + 1.5 * episodes
+    assert storage_of(frames).num_frames_written <= len(frames) + 1.5 * episodes
 
 
 def test_add_one_matches_add() -> None:
@@ -176,8 +197,8 @@ def test_frames_without_matches_are_still_exact() -> None:
     """Random stacks share no frames: every row costs 2 * stack frames, and the oldest
     transitions leave early to free frame slots, but what remains is exact."""
     shape = (STACK, *FRAME)
-    frames = FrameStackReplayBuffer(50, shape, np.uint8, 3, 0.9, dedup_window=8)
-    oracle = ReplayBuffer(500, shape, np.uint8, 3, 0.9)
+    frames = frame_memory(50, dedup_window=8)
+    oracle = flat_memory(500)
     rng = np.random.default_rng(2)
     for _ in range(40):
         obs = rng.integers(0, 256, size=(5, *shape), dtype=np.uint8)
@@ -186,12 +207,12 @@ def test_frames_without_matches_are_still_exact() -> None:
         frames.add(*args)
         oracle.add(*args)
     assert 0 < len(frames) < 50  # evicted early: 8 frames per row
-    assert len(frames) * 2 * STACK <= frames.num_frame_slots
-    got = frames.gather(frames.live_slots())
+    assert len(frames) * 2 * STACK <= storage_of(frames).num_frame_slots
+    got = frames.gather(live(frames))
     want = oracle.gather(np.arange(len(oracle) - len(frames), len(oracle)))
     np.testing.assert_array_equal(got.obs, want.obs)
     np.testing.assert_array_equal(got.next_obs, want.next_obs)
-    np.testing.assert_array_equal(got.rewards, want.rewards)
+    np.testing.assert_array_equal(got.returns, want.returns)
 
 
 def test_sample_draws_only_live_transitions() -> None:
@@ -207,17 +228,18 @@ def test_sample_draws_only_live_transitions() -> None:
 def test_state_dict_round_trip_then_keep_adding() -> None:
     frames, oracle = make_pair(64)
     drive([frames, oracle], num_envs=2, num_steps=200)
-    restored = FrameStackReplayBuffer(64, (STACK, *FRAME), np.uint8, 3, 0.9)
+    restored = frame_memory(64)
     state = frames.state_dict()
     assert len(state["replay.frames"]) < len(frames) + 2 * STACK * 20  # only frames in use
     restored.load_state_dict(state)
-    before = frames.gather(frames.live_slots())
-    after = restored.gather(restored.live_slots())
-    for field in ("obs", "next_obs", "actions", "rewards", "terminated", "discounts"):
+    before = frames.gather(live(frames))
+    after = restored.gather(live(restored))
+    for field in ("obs", "next_obs", "actions", "returns", "terminated", "discounts"):
         np.testing.assert_array_equal(getattr(after, field), getattr(before, field))
     obs = after.next_obs[-1:]
     restored.add(obs, np.array([1]), np.array([0.5]), obs, np.array([False]))
-    np.testing.assert_array_equal(restored.gather(np.array([restored.pos - 1])).obs, obs)
+    last = np.array([storage_of(restored).pos - 1])
+    np.testing.assert_array_equal(restored.gather(last).obs, obs)
 
 
 def test_loading_a_whole_observation_checkpoint_is_refused() -> None:
@@ -228,7 +250,7 @@ def test_loading_a_whole_observation_checkpoint_is_refused() -> None:
 
 def test_estimate_matches_allocation_and_atari_scale() -> None:
     shape = (STACK, *FRAME)
-    frames = FrameStackReplayBuffer(300, shape, np.uint8, 6, 0.99)
+    frames = make_memory(300, shape, np.uint8, 6, 0.99, stacked_frames=True)
     assert frames.nbytes == estimate_frame_bytes(300, shape, np.uint8, 6)
     # 1M Atari transitions: one 84x84 frame each plus slack, under 8 GB (the naive layout: 56 GB).
     atari = estimate_frame_bytes(1_000_000, (4, 84, 84), np.uint8, 18)
@@ -237,38 +259,40 @@ def test_estimate_matches_allocation_and_atari_scale() -> None:
 
 def test_a_buffer_larger_than_memory_is_refused_with_both_numbers() -> None:
     with pytest.raises(TrainingError, match=r"needs [\d.]+ GiB but only [\d.]+ GiB"):
-        FrameStackReplayBuffer(10**10, (4, 84, 84), np.uint8, 6, 0.99)
+        make_memory(10**10, (4, 84, 84), np.uint8, 6, 0.99, stacked_frames=True)
+    with pytest.raises(TrainingError, match=r"needs [\d.]+ GiB but only [\d.]+ GiB"):
+        FrameStackStorage(10**10, (4, 84, 84), np.uint8, 6)
 
 
 def test_prioritized_sampling_updates_and_round_trip() -> None:
-    shape = (STACK, *FRAME)
-    per = PrioritizedFrameStackReplayBuffer(40, shape, np.uint8, 3, 0.9, alpha=1.0)
-    oracle = ReplayBuffer(40, shape, np.uint8, 3, 0.9)
+    per = frame_memory(40, prioritized=True, alpha=1.0)
+    oracle = flat_memory(40)
     drive([per, oracle], num_envs=2, num_steps=120)
     assert_same_transitions(per, oracle)
     rng = np.random.default_rng(0)
     batch = per.sample(32, rng, beta=1.0)
     assert batch.weights.max() == pytest.approx(1.0)
     # Make one transition dominate: it is drawn almost every time.
-    per.update_priorities(per.live_slots(), np.full(len(per), 1e-6))
-    favourite = int(per.live_slots()[5])
+    per.update_priorities(live(per), np.full(len(per), 1e-6))
+    favourite = int(live(per)[5])
     per.update_priorities(np.array([favourite]), np.array([1e3]))
     drawn = per.sample(256, rng, beta=0.5).indices
     assert np.mean(drawn == favourite) > 0.95
-    restored = PrioritizedFrameStackReplayBuffer(40, shape, np.uint8, 3, 0.9, alpha=1.0)
+    restored = frame_memory(40, prioritized=True, alpha=1.0)
     restored.load_state_dict(per.state_dict())
-    np.testing.assert_allclose(
-        restored.tree.get(restored.live_slots()), per.tree.get(per.live_slots())
-    )
+    np.testing.assert_allclose(tree_of(restored).get(live(restored)), tree_of(per).get(live(per)))
 
 
 def test_prioritized_never_samples_evicted_transitions() -> None:
     shape = (STACK, *FRAME)
-    per = PrioritizedFrameStackReplayBuffer(50, shape, np.uint8, 3, 0.9, dedup_window=8)
+    per = frame_memory(50, prioritized=True, dedup_window=8)
     rng = np.random.default_rng(3)
     for _ in range(40):
         obs = rng.integers(0, 256, size=(5, *shape), dtype=np.uint8)
         per.add(obs, np.zeros(5), np.zeros(5), obs, np.zeros(5, bool))
-    live = set(per.live_slots().tolist())
-    assert len(live) < 50
-    assert set(per.sample(500, rng).indices.tolist()) <= live
+    slots = set(live(per).tolist())
+    assert len(slots) < 50
+    assert set(per.sample(500, rng).indices.tolist()) <= slots
+    # Evicted slots hold priority 0, so the tree's mass is the live transitions' alone.
+    tree = tree_of(per)
+    assert tree.total() == pytest.approx(float(tree.get(live(per)).sum()))

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qlearn.errors import ConfigError, TrainingError
-from qlearn.replay import NStepAccumulator, NStepOut, ReplayBuffer
+from qlearn.replay import NStepAccumulator, NStepOut, make_memory
 
 
 def one_env_step(
@@ -112,10 +112,10 @@ def test_output_feeds_the_replay_buffer() -> None:
     one_env_step(acc, 0, 1.0)
     out = one_env_step(acc, 1, 2.0, truncated=True)
     assert out is not None
-    buffer = ReplayBuffer(8, (1,), np.float32, 2, gamma=0.5)
-    slots = buffer.add(*out.as_add_args())
+    buffer = make_memory(8, (1,), np.float32, 2, gamma=0.5)
+    slots = buffer.add_transitions(*out.as_add_args())
     batch = buffer.gather(slots)
-    np.testing.assert_allclose(batch.rewards, [2.0, 2.0])
+    np.testing.assert_allclose(batch.returns, [2.0, 2.0])
     np.testing.assert_allclose(batch.discounts, [0.25, 0.5])  # γ^2 and γ^1
     np.testing.assert_array_equal(batch.terminated, [0.0, 0.0])
 

@@ -1,4 +1,5 @@
-"""PrioritizedReplayBuffer: priorities, stratified sampling, importance weights, checkpoints."""
+"""PrioritizedSampler in a replay memory: priorities, stratified sampling, importance weights,
+checkpoints."""
 
 from __future__ import annotations
 
@@ -6,7 +7,14 @@ import numpy as np
 import pytest
 
 from qlearn.errors import CheckpointError, ConfigError, TrainingError
-from qlearn.replay import PrioritizedReplayBuffer, ReplayBuffer, estimate_bytes
+from qlearn.replay import (
+    PrioritizedSampler,
+    ReplayMemory,
+    SumTree,
+    estimate_bytes,
+    estimate_replay_bytes,
+    make_memory,
+)
 
 
 class FixedRandom:
@@ -20,17 +28,27 @@ class FixedRandom:
         return self.values
 
 
-def make_buffer(capacity: int = 4, alpha: float = 0.5, eps: float = 0.5) -> PrioritizedReplayBuffer:
-    return PrioritizedReplayBuffer(capacity, (2,), np.float32, 3, 0.9, alpha=alpha, eps=eps)
+class Prioritized(ReplayMemory):
+    """A replay memory whose sampler the test knows to be prioritized."""
+
+    @property
+    def tree(self) -> SumTree:
+        assert isinstance(self.sampler, PrioritizedSampler)
+        return self.sampler.tree
 
 
-def fill(buffer: ReplayBuffer, count: int, start: int = 0) -> np.ndarray:
+def make_buffer(capacity: int = 4, alpha: float = 0.5, eps: float = 0.5) -> Prioritized:
+    memory = make_memory(capacity, (2,), np.float32, 3, 0.9, prioritized=True, alpha=alpha, eps=eps)
+    return Prioritized(memory.storage, memory.sampler, memory.gamma)
+
+
+def fill(buffer: ReplayMemory, count: int, start: int = 0) -> np.ndarray:
     values = np.arange(start, start + count, dtype=np.float32)
     obs = np.stack([values, -values], axis=1)  # (count, 2), row i identifies transition i
     return buffer.add(obs, values.astype(np.int64) % 3, values, obs + 1, np.zeros(count, bool))
 
 
-def buffer_with_priorities_1234() -> PrioritizedReplayBuffer:
+def buffer_with_priorities_1234() -> Prioritized:
     buffer = make_buffer()
     fill(buffer, 4)
     # (|δ| + eps)^α with eps = 0.5, α = 0.5: (0.5 + 0.5)^.5 = 1, (3.5 + 0.5)^.5 = 2, 3, 4
@@ -172,7 +190,7 @@ def test_state_dict_of_a_partly_filled_buffer_into_a_larger_one() -> None:
 
 
 def test_loading_a_uniform_checkpoint_names_the_missing_key() -> None:
-    uniform = ReplayBuffer(4, (2,), np.float32, 3, 0.9)
+    uniform = make_memory(4, (2,), np.float32, 3, 0.9)
     fill(uniform, 2)
     with pytest.raises(CheckpointError, match=r"'replay\.priorities'"):
         make_buffer().load_state_dict(uniform.state_dict())
@@ -183,5 +201,5 @@ def test_memory_accounting_includes_the_sum_tree() -> None:
     # Ring buffer: 5 * (2 * 2 * 4 obs bytes + 1 action + 4 reward + 1 terminated + 1 steps) = 115;
     # sum tree: 5 leaves padded to 8, 16 float64 nodes = 128.
     assert estimate_bytes(5, (2,), np.float32, 3) == 115
-    assert PrioritizedReplayBuffer.estimate_bytes(5, (2,), np.float32, 3) == 115 + 128
+    assert estimate_replay_bytes(5, (2,), np.float32, 3, prioritized=True) == 115 + 128
     assert buffer.nbytes == 115 + 128

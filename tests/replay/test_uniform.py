@@ -1,4 +1,5 @@
-"""ReplayBuffer: ring wrap-around, sampling of filled slots, discounts, checkpoints."""
+"""FlatStorage with uniform sampling: ring wrap-around, sampling of filled slots, discounts,
+checkpoints."""
 
 from __future__ import annotations
 
@@ -6,31 +7,46 @@ import numpy as np
 import pytest
 
 from qlearn.errors import TrainingError
-from qlearn.replay import ReplayBuffer, estimate_bytes
+from qlearn.replay import FlatStorage, ReplayMemory, UniformSampler, estimate_bytes, make_memory
 
 
-def make_buffer(capacity: int, gamma: float = 0.9) -> ReplayBuffer:
-    return ReplayBuffer(capacity, (2,), np.float32, 3, gamma)
+def make_buffer(capacity: int, gamma: float = 0.9) -> ReplayMemory:
+    return make_memory(capacity, (2,), np.float32, 3, gamma)
 
 
-def add_numbered(buffer: ReplayBuffer, start: int, count: int, steps: int = 1) -> np.ndarray:
+def flat(buffer: ReplayMemory) -> FlatStorage:
+    assert isinstance(buffer.storage, FlatStorage)
+    return buffer.storage
+
+
+def add_numbered(buffer: ReplayMemory, start: int, count: int, steps: int = 1) -> np.ndarray:
     """Add transitions whose obs, reward and action encode their number."""
     values = np.arange(start, start + count, dtype=np.float32)
     obs = np.stack([values, values], axis=1)
-    return buffer.add(obs, values.astype(np.int64) % 3, values, obs + 0.5, values % 2 == 1, steps)
+    return buffer.add_transitions(
+        obs, values.astype(np.int64) % 3, values, obs + 0.5, values % 2 == 1, steps
+    )
+
+
+def test_make_memory_composes_flat_storage_and_uniform_sampling() -> None:
+    buffer = make_buffer(4)
+    assert isinstance(buffer.storage, FlatStorage)
+    assert isinstance(buffer.sampler, UniformSampler)
+    assert buffer.accumulator is None
 
 
 def test_ring_wraps_and_overwrites_the_oldest() -> None:
     buffer = make_buffer(4)
     np.testing.assert_array_equal(add_numbered(buffer, 0, 3), [0, 1, 2])
     np.testing.assert_array_equal(add_numbered(buffer, 3, 3), [3, 0, 1])  # wraps
-    assert (buffer.pos, len(buffer)) == (2, 4)
-    np.testing.assert_array_equal(buffer.rewards, [4.0, 5.0, 2.0, 3.0])
-    np.testing.assert_array_equal(buffer.next_obs[:, 0], [4.5, 5.5, 2.5, 3.5])
-    np.testing.assert_array_equal(buffer.terminated, [False, True, False, True])
+    storage = flat(buffer)
+    assert (storage.pos, len(buffer)) == (2, 4)
+    np.testing.assert_array_equal(storage.returns, [4.0, 5.0, 2.0, 3.0])
+    np.testing.assert_array_equal(storage.next_obs[:, 0], [4.5, 5.5, 2.5, 3.5])
+    np.testing.assert_array_equal(storage.terminated, [False, True, False, True])
     assert buffer.add_one(np.full(2, 6.0), 0, 6.0, np.full(2, 6.5), False) == 2
-    assert buffer.pos == 3
-    np.testing.assert_array_equal(buffer.rewards, [4.0, 5.0, 6.0, 3.0])
+    assert storage.pos == 3
+    np.testing.assert_array_equal(storage.returns, [4.0, 5.0, 6.0, 3.0])
 
 
 def test_sampling_draws_only_filled_slots() -> None:
@@ -38,8 +54,8 @@ def test_sampling_draws_only_filled_slots() -> None:
     add_numbered(buffer, 0, 5)
     batch = buffer.sample(1000, np.random.default_rng(0))
     assert set(batch.indices.tolist()) == {0, 1, 2, 3, 4}
-    np.testing.assert_array_equal(batch.rewards, batch.indices.astype(np.float32))
-    np.testing.assert_array_equal(batch.obs[:, 0], batch.rewards)
+    np.testing.assert_array_equal(batch.returns, batch.indices.astype(np.float32))
+    np.testing.assert_array_equal(batch.obs[:, 0], batch.returns)
     np.testing.assert_array_equal(batch.weights, np.ones(1000, np.float32))
 
 
@@ -51,7 +67,9 @@ def test_sampling_an_empty_buffer_raises() -> None:
 def test_discounts_come_from_stored_step_counts() -> None:
     buffer = make_buffer(8, gamma=0.9)
     add_numbered(buffer, 0, 1)  # steps 1
-    buffer.add(np.zeros((2, 2)), np.zeros(2), np.zeros(2), np.zeros((2, 2)), np.zeros(2), [3, 5])
+    buffer.add_transitions(
+        np.zeros((2, 2)), np.zeros(2), np.zeros(2), np.zeros((2, 2)), np.zeros(2), [3, 5]
+    )
     batch = buffer.gather(np.array([0, 1, 2]))
     # γ^1 = 0.9, γ^3 = 0.729, γ^5 = 0.59049
     np.testing.assert_allclose(batch.discounts, [0.9, 0.729, 0.59049], rtol=1e-6)
@@ -65,9 +83,9 @@ def test_state_dict_round_trip() -> None:
     state = buffer.state_dict()
     restored = make_buffer(4)
     restored.load_state_dict(state)
-    assert (restored.pos, restored.size) == (2, 4)
-    for name in ("obs", "next_obs", "actions", "rewards", "terminated", "steps"):
-        np.testing.assert_array_equal(getattr(restored, name), getattr(buffer, name))
+    assert (flat(restored).pos, flat(restored).size) == (2, 4)
+    for name in ("obs", "next_obs", "actions", "returns", "terminated", "steps"):
+        np.testing.assert_array_equal(getattr(flat(restored), name), getattr(flat(buffer), name))
     a = buffer.sample(32, np.random.default_rng(7))
     b = restored.sample(32, np.random.default_rng(7))
     np.testing.assert_array_equal(a.indices, b.indices)
@@ -92,7 +110,7 @@ def test_loading_into_a_larger_buffer_appends_after_the_filled_slots() -> None:
     assert large.add_one(np.zeros(2), 0, 100.0, np.zeros(2), False) == 4
     assert len(large) == 5
     batch = large.sample(500, np.random.default_rng(0))
-    assert set(batch.rewards.tolist()) == {4.0, 5.0, 2.0, 3.0, 100.0}
+    assert set(batch.returns.tolist()) == {4.0, 5.0, 2.0, 3.0, 100.0}
 
 
 def test_loading_into_a_smaller_buffer_that_the_data_fills() -> None:
@@ -113,7 +131,7 @@ def test_loading_more_transitions_than_capacity_raises() -> None:
 
 
 def test_nbytes_matches_the_estimate() -> None:
-    buffer = ReplayBuffer(7, (3, 2), np.uint8, 300, 0.99)
+    buffer = make_memory(7, (3, 2), np.uint8, 300, 0.99)
     # 7 * (2 * 6 obs bytes + 4 (int32 actions for > 256 actions) + 4 + 1 + 1) = 154
     assert estimate_bytes(7, (3, 2), np.uint8, 300) == 154
     assert buffer.nbytes == 154

@@ -18,7 +18,7 @@ import torch
 from qlearn import checkpoint
 from qlearn.config import DQNConfig
 from qlearn.errors import CheckpointError, ConfigError, TrainingError
-from qlearn.replay import uniform
+from qlearn.replay import make_memory, storage
 from qlearn.train import DQN
 
 SMALL = DQNConfig(
@@ -117,7 +117,7 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path)
     assert [p.name for p in saved] == ["step_0000000250", "step_0000000500"]
     latest = DQN.load(checkpoint.latest_checkpoint(tmp_path), with_replay=True)
     assert all_finite(latest)
-    assert np.isfinite(latest.agent.replay.rewards).all()
+    assert np.isfinite(latest.agent.replay.storage.returns).all()
     assert not (tmp_path / "final").exists()
 
 
@@ -166,8 +166,8 @@ def test_unwritable_run_dir_fails_before_training(tmp_path: Path, below: tuple[s
 
 
 def test_estimate_matches_the_allocation() -> None:
-    buffer = uniform.ReplayBuffer(1_000, (4,), np.float32, 2, 0.99)
-    assert uniform.estimate_bytes(1_000, (4,), np.float32, 2) == buffer.nbytes
+    buffer = make_memory(1_000, (4,), np.float32, 2, 0.99)
+    assert storage.estimate_bytes(1_000, (4,), np.float32, 2) == buffer.nbytes
 
 
 def test_buffer_larger_than_memory_is_refused_before_allocation() -> None:
@@ -181,13 +181,13 @@ def test_buffer_larger_than_memory_is_refused_before_allocation() -> None:
     )
     assert match, message
     needed = float(match.group(1))
-    assert needed == pytest.approx(uniform.estimate_bytes(10**12, (4,), np.float32, 2) / 2**30)
+    assert needed == pytest.approx(storage.estimate_bytes(10**12, (4,), np.float32, 2) / 2**30)
     assert float(match.group(2)) < needed
 
 
 def test_buffer_check_uses_available_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(uniform, "available_memory_bytes", lambda: 2**30)  # 1 GiB free
-    fits = 2**30 // uniform.estimate_bytes(1, (4,), np.float32, 2)
+    monkeypatch.setattr(storage, "available_memory_bytes", lambda: 2**30)  # 1 GiB free
+    fits = 2**30 // storage.estimate_bytes(1, (4,), np.float32, 2)
     DQN("CartPole-v1", SMALL.replace(buffer_size=fits))
     with pytest.raises(TrainingError, match=r"needs 1\.00 GiB but only 1\.00 GiB"):
         DQN("CartPole-v1", SMALL.replace(buffer_size=fits + 10))
@@ -215,9 +215,9 @@ def test_network_larger_than_memory_is_refused_before_allocation() -> None:
 
 def test_network_check_uses_available_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     # hidden (16,): 4*16 + 16 + 16*2 + 2 = 114 parameters, 114 * 6 * 4 = 2,736 bytes.
-    monkeypatch.setattr(uniform, "available_memory_bytes", lambda: 2_736)
+    monkeypatch.setattr(storage, "available_memory_bytes", lambda: 2_736)
     DQN("CartPole-v1", SMALL, lazy_replay=True)
-    monkeypatch.setattr(uniform, "available_memory_bytes", lambda: 2_735)
+    monkeypatch.setattr(storage, "available_memory_bytes", lambda: 2_735)
     with pytest.raises(TrainingError, match=r"a network of 114 parameters .* lower hidden_sizes"):
         DQN("CartPole-v1", SMALL, lazy_replay=True)
 
@@ -227,7 +227,7 @@ def test_update_larger_than_memory_is_refused_before_allocation(
 ) -> None:
     """A batch of 10**7 CartPole transitions: the estimate, worked by hand, is checked before the
     replay buffer (or anything else sized by the batch) is allocated."""
-    monkeypatch.setattr(uniform, "available_memory_bytes", lambda: 2**30)  # 1 GiB free
+    monkeypatch.setattr(storage, "available_memory_bytes", lambda: 2**30)  # 1 GiB free
     config = SMALL.replace(batch_size=10**7, buffer_size=10**7)
     # A row: obs and next_obs stored (2 * 16 bytes) and as float32 input (2 * 16), plus 32 for
     # action, reward, termination, discount, weight and index. Activations per row: 4 inputs +
@@ -314,7 +314,7 @@ def test_checkpoint_whose_network_does_not_fit_in_memory(
     small_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The shapes match; this machine (1 KiB free, as patched) cannot hold 114 * 24 bytes.
-    monkeypatch.setattr(uniform, "available_memory_bytes", lambda: 1_024)
+    monkeypatch.setattr(storage, "available_memory_bytes", lambda: 1_024)
     with pytest.raises(CheckpointError) as info:
         DQN.load(small_checkpoint)
     assert str(info.value).startswith(

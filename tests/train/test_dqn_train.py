@@ -50,7 +50,7 @@ TINY = DQNConfig(
 def test_truncation_stores_the_real_final_observation(num_envs: int) -> None:
     agent = DQN("qlearn-test/Counter-v0", TINY.replace(num_envs=num_envs))
     agent.learn()
-    replay = agent.agent.replay
+    replay = agent.agent.replay.storage
     n = len(replay)
     assert n == agent.counters.step >= 23
     obs, nxt = replay.obs[:n, 0], replay.next_obs[:n, 0]
@@ -63,7 +63,7 @@ def test_truncation_stores_the_real_final_observation(num_envs: int) -> None:
 def test_termination_is_stored_and_episodes_counted(num_envs: int) -> None:
     agent = DQN("qlearn-test/CounterTerminating-v0", TINY.replace(num_envs=num_envs))
     agent.learn(30)
-    replay = agent.agent.replay
+    replay = agent.agent.replay.storage
     n = len(replay)
     assert n == 30
     np.testing.assert_array_equal(replay.terminated[:n], replay.next_obs[:n, 0] == 3)
@@ -74,13 +74,13 @@ def test_nstep_transitions_in_vector_envs() -> None:
     cfg = TINY.replace(num_envs=2, n_step=3, gamma=0.5)
     agent = DQN("qlearn-test/CounterTerminating-v0", cfg)
     agent.learn(30)
-    replay = agent.agent.replay
+    replay = agent.agent.replay.storage
     n = len(replay)
     # From obs t an n-step transition covers k = min(3, 3 - t) steps up to the terminal state.
     obs = replay.obs[:n, 0]
     k = np.minimum(3, 3 - obs).astype(int)
     np.testing.assert_array_equal(replay.steps[:n], k)
-    np.testing.assert_allclose(replay.rewards[:n], [sum(0.5**i for i in range(j)) for j in k])
+    np.testing.assert_allclose(replay.returns[:n], [sum(0.5**i for i in range(j)) for j in k])
     assert replay.terminated[:n].all()
     np.testing.assert_array_equal(replay.next_obs[:n, 0], 3)
 
@@ -148,7 +148,7 @@ def test_discrete_observations_are_one_hot() -> None:
     cfg = DQNConfig(total_steps=600, learning_starts=100, eval_interval=0, hidden_sizes=(16,))
     agent = DQN("FrozenLake-v1", cfg)
     agent.learn()
-    assert agent.agent.replay.obs.dtype == np.int64
+    assert agent.agent.replay.storage.obs.dtype == np.int64
     assert agent.agent.q_net.body[0].in_features == 16
     assert 0 <= agent.predict(5) < 4
 
@@ -213,7 +213,7 @@ def test_warm_up_acts_uniformly_at_random(flags: dict) -> None:
     cfg = DQNConfig(total_steps=2_000, learning_starts=1_000, eval_interval=0, **flags)
     agent = DQN("CartPole-v1", cfg)
     agent.learn(1_000)
-    counts = np.bincount(agent.agent.replay.actions[:1_000], minlength=2)
+    counts = np.bincount(agent.agent.replay.storage.actions[:1_000], minlength=2)
     # Binomial(1000, 1/2) has sd 15.8: 400 is 6.3 sd below its mean.
     assert counts.min() >= 400, counts
 
@@ -248,7 +248,7 @@ gym.register("qlearn-test/Rewards-v0", entry_point=RewardEnv)
 
 @pytest.mark.parametrize(
     ("num_envs", "n_step", "clip"),
-    [(1, 1, True), (2, 1, True), (2, 3, True), (1, 1, False)],
+    [(1, 1, True), (2, 1, True), (2, 3, True), (1, 3, True), (1, 1, False)],
 )
 def test_clip_rewards_clips_what_the_replay_stores_only(
     num_envs: int, n_step: int, clip: bool, tmp_path
@@ -256,7 +256,7 @@ def test_clip_rewards_clips_what_the_replay_stores_only(
     cfg = TINY.replace(num_envs=num_envs, n_step=n_step, gamma=0.5, clip_rewards=clip)
     agent = DQN("qlearn-test/Rewards-v0", cfg, run_dir=tmp_path / "run")
     agent.learn(24)
-    replay = agent.agent.replay
+    replay = agent.agent.replay.storage
     n = len(replay)
     assert n > 0
     raw = np.array(RewardEnv.REWARDS)
@@ -264,7 +264,7 @@ def test_clip_rewards_clips_what_the_replay_stores_only(
     t = replay.obs[:n, 0].astype(int)
     k = np.minimum(n_step, 4 - t)  # steps each transition covers, up to the terminal one
     expected = [sum(0.5**i * per_step[s + i] for i in range(j)) for s, j in zip(t, k, strict=True)]
-    np.testing.assert_allclose(replay.rewards[:n], expected)
+    np.testing.assert_allclose(replay.returns[:n], expected)
     episodes = (tmp_path / "run" / "episodes.csv").read_text().splitlines()
     header = episodes[0].split(",")
     returns = {float(row.split(",")[header.index("return")]) for row in episodes[1:]}

@@ -146,7 +146,7 @@ def test_loaded_state_equals_saved_state(runs: dict[str, Any]) -> None:
     assert loaded.agent.optimizer.state_dict()["param_groups"] == saved_opt
     assert any(k.startswith("optim.") and k.endswith("exp_avg_sq") for k in loaded.agent.tensors())
     replay, saved = loaded.agent.replay, runs["stopped_half"].replay
-    assert (replay.pos, replay.size) == tuple(saved["replay.pos"]) == (HALF, HALF)
+    assert (replay.storage.pos, replay.storage.size) == tuple(saved["replay.pos"]) == (HALF, HALF)
     # The restored numpy generator continues the saved stream.
     expected = np.random.default_rng()
     expected.bit_generator.state = runs["stopped_half"].agent_counters["numpy_rng"]
@@ -196,9 +196,9 @@ def test_straight_vs_resumed_run(runs: dict[str, Any]) -> None:
     assert straight.counters.target_step == resumed.counters.target_step == TOTAL
     assert straight.counters.num_evals == resumed.counters.num_evals == TOTAL // HALF
     assert straight.agent.num_updates == resumed.agent.num_updates
-    s, r = straight.agent.replay, resumed.agent.replay
+    s, r = straight.agent.replay.storage, resumed.agent.replay.storage
     assert len(s) == len(r) == TOTAL
-    for name in ("obs", "next_obs", "actions", "rewards", "terminated"):
+    for name in ("obs", "next_obs", "actions", "returns", "terminated"):
         np.testing.assert_array_equal(getattr(s, name)[:HALF], getattr(r, name)[:HALF])
     reset_obs, _ = gym.make(ENV).reset(seed=CFG.seed + HALF)
     np.testing.assert_array_equal(r.obs[HALF], reset_obs)  # the documented env reset

@@ -27,8 +27,8 @@ from qlearn.envs import EnvSpec, ObsEncoder
 from qlearn.errors import ConfigError, TrainingError
 from qlearn.exploration import linear_schedule, softmax_action
 from qlearn.networks import NoisyLinear, QNetwork, conv_output_shapes
-from qlearn.replay import Batch, ReplayBuffer
-from qlearn.replay.uniform import check_fits
+from qlearn.replay import Batch, ReplayMemory, make_replay
+from qlearn.replay.storage import check_fits
 
 FLOAT_BYTES = 4  # networks, gradients, moments and activations are float32
 NETWORK_COPIES = 6
@@ -203,7 +203,7 @@ class DQNAgent:
         )
         self.taus = (torch.arange(self.num_atoms, device=self.device) + 0.5) / self.num_atoms
 
-        self._replay: ReplayBuffer | None = None
+        self._replay: ReplayMemory | None = None
 
         self.num_updates = 0
         self._rows: torch.Tensor | None = None  # made at the first update
@@ -230,9 +230,9 @@ class DQNAgent:
         return NumpyMLPEngine(self.q_net, self.target_net, self.optimizer, c, self.encoder)
 
     @property
-    def replay(self) -> ReplayBuffer:
-        """The replay buffer, allocated on first use: an agent loaded only to act or evaluate
-        never pays for (or is refused) a buffer sized for training."""
+    def replay(self) -> ReplayMemory:
+        """The replay memory (`make_replay`), allocated on first use: an agent loaded only to
+        act or evaluate never pays for (or is refused) a buffer sized for training."""
         if self._replay is None:
             check_fits(
                 update_bytes(self.layout, self.spec, self.config),
@@ -240,32 +240,8 @@ class DQNAgent:
                 "activations)",
                 "lower batch_size or hidden_sizes",
             )
-            self._replay = self._make_replay(*self.encoder.storage())
+            self._replay = make_replay(self.config, self.spec)
         return self._replay
-
-    def _make_replay(self, obs_shape: tuple[int, ...], obs_dtype: np.dtype) -> ReplayBuffer:
-        c = self.config
-        args = (c.buffer_size, obs_shape, obs_dtype, self.num_actions, c.gamma)
-        # Stacked uint8 frames (Atari) keep each frame once: ~7 KB a transition instead of 56 KB.
-        stacked_frames = (
-            np.dtype(obs_dtype) == np.uint8
-            and len(obs_shape) == 3
-            and obs_shape[0] == c.frame_stack > 1
-            and pick_network(c, self.spec) == "nature_cnn"
-        )
-        if stacked_frames:
-            from qlearn.replay import frames
-
-            if c.prioritized:
-                return frames.PrioritizedFrameStackReplayBuffer(  # type: ignore[return-value]
-                    *args, alpha=c.per_alpha, eps=c.per_eps
-                )
-            return frames.FrameStackReplayBuffer(*args)  # type: ignore[return-value]
-        if c.prioritized:
-            from qlearn.replay.prioritized import PrioritizedReplayBuffer
-
-            return PrioritizedReplayBuffer(*args, alpha=c.per_alpha, eps=c.per_eps)
-        return ReplayBuffer(*args)
 
     def _numpy_policy(self) -> list[tuple[np.ndarray, np.ndarray]] | None:
         """Views of a plain MLP's weights as numpy arrays, for a fast greedy forward pass.
@@ -411,10 +387,7 @@ class DQNAgent:
         c = self.config
         if self.engine is not None:
             return self.train(1, beta)
-        if c.prioritized:
-            batch = self.replay.sample(c.batch_size, self.rng, beta=beta)  # type: ignore[call-arg]
-        else:
-            batch = self.replay.sample(c.batch_size, self.rng)
+        batch = self.replay.sample(c.batch_size, self.rng, beta=beta)
         if c.noisy:
             self.q_net.reset_noise(self.torch_rng)
             self.target_net.reset_noise(self.torch_rng)
@@ -436,9 +409,7 @@ class DQNAgent:
         self.optimizer.step()
         self.num_updates += 1
         if c.prioritized:
-            self.replay.update_priorities(  # type: ignore[attr-defined]
-                batch.indices, priority.cpu().numpy()
-            )
+            self.replay.update_priorities(batch.indices, priority.cpu().numpy())
         return metrics
 
     def _nonfinite(self, loss: float, update: int | None = None) -> dict[str, float]:
@@ -462,7 +433,7 @@ class DQNAgent:
         obs = self._tensor(self.encoder(batch.obs))
         next_obs = self._tensor(self.encoder(batch.next_obs))
         actions = self._tensor(batch.actions)
-        rewards = self._tensor(batch.rewards)
+        returns = self._tensor(batch.returns)
         terminated = self._tensor(batch.terminated)
         discounts = self._tensor(batch.discounts)
         rows = self._rows
@@ -483,10 +454,10 @@ class DQNAgent:
                 next_target = self.target_net(next_obs)  # (batch, num_actions)
                 if c.double_q:
                     target = targets.double_q_target(
-                        rewards, discounts, terminated, next_online, next_target
+                        returns, discounts, terminated, next_online, next_target
                     )
                 else:
-                    target = targets.td_target(rewards, discounts, terminated, next_target)
+                    target = targets.td_target(returns, discounts, terminated, next_target)
             if c.loss == "huber":
                 per_sample = nn.functional.smooth_l1_loss(q_taken, target, reduction="none")
             else:
@@ -504,12 +475,12 @@ class DQNAgent:
         if c.distributional == "c51":
             with torch.no_grad():
                 target_probs = targets.c51_project(
-                    next_dist.softmax(-1), rewards, discounts, terminated, self.support
+                    next_dist.softmax(-1), returns, discounts, terminated, self.support
                 )
             per_sample = targets.c51_loss(taken, target_probs)
             q_taken = (taken.detach().softmax(-1) * self.support).sum(-1)
         else:
-            target_q = rewards[:, None] + (discounts * (1 - terminated))[:, None] * next_dist
+            target_q = returns[:, None] + (discounts * (1 - terminated))[:, None] * next_dist
             per_sample = targets.quantile_huber_loss(taken, target_q)
             q_taken = taken.detach().mean(-1)
         return per_sample, q_taken, per_sample.detach()

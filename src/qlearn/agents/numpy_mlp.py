@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from qlearn.config import DQNConfig
-from qlearn.replay import Batch, ReplayBuffer
+from qlearn.replay import Batch, ReplayMemory
 
 # Rows of one target-network pass over a phase's mini-batches; bounds its activation memory.
 MAX_TARGET_ROWS = 16_384
@@ -232,7 +232,7 @@ class NumpyMLPEngine:
         rows = np.arange(n)
         q_taken = acts[-1][rows, batch.actions]
         not_done = 1.0 - batch.terminated
-        target = batch.rewards + batch.discounts * not_done * next_value
+        target = batch.returns + batch.discounts * not_done * next_value
         diff = q_taken - target
         weights = batch.weights if c.prioritized else None
         if c.loss == "huber":
@@ -255,7 +255,7 @@ class NumpyMLPEngine:
 
     def train(
         self,
-        replay: ReplayBuffer,
+        replay: ReplayMemory,
         num_updates: int,
         rng: np.random.Generator,
         beta: float,
@@ -274,10 +274,7 @@ class NumpyMLPEngine:
         batch_size = self.config.batch_size
         applied, last = 0, (math.nan, math.nan)
         if self.config.prioritized:
-            batches = (
-                replay.sample(batch_size, rng, beta=beta)  # type: ignore[call-arg]
-                for _ in range(num_updates)
-            )
+            batches = (replay.sample(batch_size, rng, beta=beta) for _ in range(num_updates))
             targets = None
         else:
             big = replay.sample(num_updates * batch_size, rng)
@@ -295,7 +292,7 @@ class NumpyMLPEngine:
             applied += 1
             last = (loss, q_mean)
             if self.config.prioritized:
-                replay.update_priorities(batch.indices, td)  # type: ignore[attr-defined]
+                replay.update_priorities(batch.indices, td)
         return applied, *last
 
     def update_target(self, tau: float) -> None:
@@ -312,7 +309,7 @@ def _rows(batch: Batch, start: int, stop: int) -> Batch:
     return Batch(
         batch.obs[rows],
         batch.actions[rows],
-        batch.rewards[rows],
+        batch.returns[rows],
         batch.next_obs[rows],
         batch.terminated[rows],
         batch.discounts[rows],

@@ -7,6 +7,7 @@ from qlearn.envs.core import (
     env_spec,
     make_env,
     make_vector_env,
+    stacked_frame_count,
 )
 from qlearn.envs.toy import CHAIN_ID, ChainEnv
 
@@ -19,4 +20,5 @@ __all__ = [
     "env_spec",
     "make_env",
     "make_vector_env",
+    "stacked_frame_count",
 ]

@@ -117,6 +117,16 @@ def _channels_first(env: gym.Env) -> gym.Env:
     )
 
 
+def stacked_frame_count(env: gym.Env) -> int:
+    """Frames `FrameStackObservation` stacks along the first axis of `env`'s observations, found
+    in its wrapper chain; 0 where no such wrapper is."""
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, gym.wrappers.FrameStackObservation):
+            return int(env.stack_size)
+        env = env.env
+    return 0
+
+
 @dataclasses.dataclass(frozen=True)
 class EnvSpec:
     """An env's spaces as the agent needs them; stored in checkpoints and compared on load."""
@@ -125,6 +135,10 @@ class EnvSpec:
     obs_shape: tuple[int, ...]  # Box shape, or (n,) for Discrete
     obs_dtype: str
     num_actions: int
+    frame_stack: int = dataclasses.field(default=0, compare=False)
+    """Frames stacked along the first observation axis (Atari's `frame_stack`), 0 when
+    observations are not stacked frames. It changes how the replay stores observations, never
+    what a network sees, so loading ignores it: checkpoints written before it existed lack it."""
 
     def describe(self) -> str:
         if self.obs_kind == "discrete":
@@ -139,6 +153,7 @@ class EnvSpec:
             "obs_shape": list(self.obs_shape),
             "obs_dtype": self.obs_dtype,
             "num_actions": self.num_actions,
+            "frame_stack": self.frame_stack,
         }
 
     @classmethod
@@ -148,11 +163,21 @@ class EnvSpec:
             obs_shape=tuple(int(x) for x in data["obs_shape"]),
             obs_dtype=str(data["obs_dtype"]),
             num_actions=int(data["num_actions"]),
+            frame_stack=int(data.get("frame_stack", 0)),
         )
 
 
-def env_spec(observation_space: gym.Space, action_space: gym.Space, name: str = "env") -> EnvSpec:
-    """Describe the spaces, or raise EnvError for any space DQN does not support."""
+def env_spec(
+    observation_space: gym.Space,
+    action_space: gym.Space,
+    name: str = "env",
+    *,
+    frame_stack: int = 0,
+) -> EnvSpec:
+    """Describe the spaces, or raise EnvError for any space DQN does not support.
+
+    `frame_stack` says how many frames each observation stacks (see `stacked_frame_count`).
+    """
     if not isinstance(action_space, gym.spaces.Discrete):
         raise EnvError(
             f"{name} has action space {action_space}; allowed: Discrete "
@@ -168,6 +193,7 @@ def env_spec(observation_space: gym.Space, action_space: gym.Space, name: str = 
             tuple(int(x) for x in observation_space.shape),
             str(observation_space.dtype),
             int(action_space.n),
+            frame_stack=frame_stack,
         )
     raise EnvError(f"{name} has observation space {observation_space}; allowed: Box or Discrete")
 

@@ -2,9 +2,9 @@
 
 An Atari observation is a stack of the last 4 grey 84x84 frames, and consecutive observations
 share 3 of them; storing `obs` and `next_obs` whole costs 8 frames (56 KB) per transition, while
-only one of them is new. `FrameStackReplayBuffer` stores frames in one ring and keeps, per
-transition, the ring slots of the `stack` frames of `obs` and of `next_obs`; sampling gathers the
-stacks back. About one frame (7 KB) per transition remains.
+only one of them is new. `FrameStackStorage` stores frames in one ring and keeps, per
+transition, the ring slots of the `stack` frames of `obs` and of `next_obs`; gathering rebuilds
+the stacks. About one frame (7 KB) per transition remains.
 
 Frames are found again by content (a hash of their bytes, confirmed byte for byte) among those
 written in the last `dedup_window` frames. So the buffer needs no env ids and no episode flags:
@@ -19,17 +19,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 
 from qlearn.errors import CheckpointError, ConfigError, TrainingError
-from qlearn.replay.prioritized import (
-    PrioritizedReplayBuffer,
-    require_priority_state,
-    restore_priorities,
-)
-from qlearn.replay.sum_tree import SumTree
-from qlearn.replay.uniform import Batch, _action_dtype, check_fits
+from qlearn.replay.storage import STATE_PREFIX, Rows, action_dtype, check_fits, check_state_size
 
 DEDUP_WINDOW = 1_024
 """Default number of most recent frames searched for a match (covers 64 envs with n_step = 10)."""
@@ -54,21 +49,21 @@ def estimate_frame_bytes(
     num_actions: int,
     dedup_window: int = DEDUP_WINDOW,
 ) -> int:
-    """Bytes a FrameStackReplayBuffer allocates for `capacity` transitions of `obs_shape`.
+    """Bytes a FrameStackStorage allocates for `capacity` transitions of `obs_shape`.
 
     Args:
         capacity: transitions kept.
         obs_shape: (stack, *frame_shape), e.g. (4, 84, 84).
         obs_dtype: dtype of the frames (uint8 for Atari).
         num_actions: size of the action set (picks the action dtype).
-        dedup_window: see `FrameStackReplayBuffer`.
+        dedup_window: see `FrameStackStorage`.
     """
     stack, frame_shape = _split_shape(obs_shape)
     frame_bytes = math.prod(frame_shape) * np.dtype(obs_dtype).itemsize
     frames = num_frame_slots(capacity, stack, dedup_window) * frame_bytes
     # Per transition: the frame slots of obs and next_obs, action, reward (f4), terminated (1),
     # steps (1), written_at (i8).
-    per = 2 * stack * _REF_DTYPE.itemsize + _action_dtype(num_actions).itemsize + 4 + 1 + 1 + 8
+    per = 2 * stack * _REF_DTYPE.itemsize + action_dtype(num_actions).itemsize + 4 + 1 + 1 + 8
     return frames + capacity * per
 
 
@@ -81,19 +76,19 @@ def _split_shape(obs_shape: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
     return int(obs_shape[0]), tuple(int(x) for x in obs_shape[1:])
 
 
-class FrameStackReplayBuffer:
-    """Ring buffer of transitions whose stacked observations share their frames.
+class FrameStackStorage:
+    """A `Storage` of transitions whose stacked observations share their frames.
 
-    The public interface is `ReplayBuffer`'s: `add`, `add_one`, `sample`, `gather`, `state_dict`,
-    `load_state_dict`, `nbytes`, `len()`. Sampled `obs` and `next_obs` are (batch, stack, *frame)
-    arrays equal, byte for byte, to the ones added.
+    Gathered `obs` and `next_obs` are (rows, stack, *frame) arrays equal, byte for byte, to the
+    ones added. Transitions live in a ring of slots from `tail` (the oldest) on; when a frame
+    slot must be reused, the transitions that may still use it leave early, through
+    `evict_hook`.
 
     Args:
         capacity: transitions kept; the oldest are overwritten.
         obs_shape: (stack, *frame_shape), e.g. (4, 84, 84).
         obs_dtype: the observations' dtype, normally uint8.
         num_actions: size of the action set.
-        gamma: discount, for `discounts = gamma ** steps`.
         dedup_window: how many of the most recent frames a new frame is matched against. It must
             cover the frames written between an env's two uses of one frame: about
             (stack + n_step) * num_envs. Larger costs `dedup_window` frames of memory.
@@ -105,7 +100,6 @@ class FrameStackReplayBuffer:
         obs_shape: tuple[int, ...],
         obs_dtype: np.dtype | str,
         num_actions: int,
-        gamma: float,
         *,
         dedup_window: int = DEDUP_WINDOW,
     ) -> None:
@@ -119,14 +113,13 @@ class FrameStackReplayBuffer:
             "frame-stack replay buffer",
         )
         self.capacity = capacity
-        self.gamma = gamma
         self.dedup_window = dedup_window
         self.num_frame_slots = num_frame_slots(capacity, self.stack, dedup_window)
         self.frames = np.zeros((self.num_frame_slots, *self.frame_shape), dtype=obs_dtype)
         self.obs_refs = np.zeros((capacity, self.stack), dtype=_REF_DTYPE)  # frame slots
         self.next_refs = np.zeros((capacity, self.stack), dtype=_REF_DTYPE)
-        self.actions = np.zeros(capacity, dtype=_action_dtype(num_actions))
-        self.rewards = np.zeros(capacity, dtype=np.float32)
+        self.actions = np.zeros(capacity, dtype=action_dtype(num_actions))
+        self.returns = np.zeros(capacity, dtype=np.float32)
         self.terminated = np.zeros(capacity, dtype=np.bool_)
         self.steps = np.ones(capacity, dtype=np.uint8)
         # Frame count when the transition was written: all its frames are at least
@@ -137,7 +130,7 @@ class FrameStackReplayBuffer:
         self.num_frames_written = 0  # frame k lives in slot k % num_frame_slots
         self._recent: dict[int, int] = {}  # hash of a frame's bytes -> its frame number
         self._recent_order: deque[tuple[int, int]] = deque()
-        self._discount_table = (gamma ** np.arange(256)).astype(np.float32)
+        self.evict_hook: Callable[[int], None] | None = None
 
     @staticmethod
     def estimate_bytes(
@@ -163,11 +156,13 @@ class FrameStackReplayBuffer:
         return sum(a.nbytes for a in self._arrays().values()) + self.frames.nbytes
 
     def _arrays(self) -> dict[str, np.ndarray]:
+        """Per-transition arrays by checkpoint key (`rewards`, the old name of `returns`, keeps
+        older checkpoints loading)."""
         return {
             "obs_refs": self.obs_refs,
             "next_refs": self.next_refs,
             "actions": self.actions,
-            "rewards": self.rewards,
+            "rewards": self.returns,
             "terminated": self.terminated,
             "steps": self.steps,
             "written_at": self.written_at,
@@ -208,6 +203,8 @@ class FrameStackReplayBuffer:
             self._drop_oldest()
 
     def _drop_oldest(self) -> None:
+        if self.evict_hook is not None:
+            self.evict_hook(self.tail)
         self.tail = (self.tail + 1) % self.capacity
         self.size -= 1
 
@@ -215,7 +212,7 @@ class FrameStackReplayBuffer:
         self,
         obs: np.ndarray,
         action: int,
-        reward: float,
+        ret: float,
         next_obs: np.ndarray,
         terminated: bool,
         steps: int,
@@ -231,7 +228,7 @@ class FrameStackReplayBuffer:
         self.obs_refs[i] = obs_slots
         self.next_refs[i] = next_slots
         self.actions[i] = action
-        self.rewards[i] = reward
+        self.returns[i] = ret
         self.terminated[i] = terminated
         self.steps[i] = steps
         self.written_at[i] = start
@@ -248,17 +245,17 @@ class FrameStackReplayBuffer:
         self,
         obs: np.ndarray,
         actions: np.ndarray,
-        rewards: np.ndarray,
+        returns: np.ndarray,
         next_obs: np.ndarray,
         terminated: np.ndarray,
         steps: np.ndarray | int = 1,
     ) -> np.ndarray:
-        """Store a batch of transitions and return their slots.
+        """Store rows (one transition each) and return their slots.
 
         Args:
             obs: (n, stack, *frame) observations the actions were taken in.
             actions: (n,) actions.
-            rewards: (n,) rewards (n-step returns when `steps` > 1).
+            returns: (n,) rewards, or n-step returns when `steps` > 1.
             next_obs: (n, stack, *frame) observations `steps` steps later.
             terminated: (n,) bool; cuts the bootstrap.
             steps: (n,) or one int: steps each transition spans, in [1, 255].
@@ -277,7 +274,7 @@ class FrameStackReplayBuffer:
             slots[row] = self._add_row(
                 obs[row],
                 int(actions[row]),
-                float(rewards[row]),
+                float(returns[row]),
                 next_obs[row],
                 bool(terminated[row]),
                 int(steps_array[row]),
@@ -285,40 +282,37 @@ class FrameStackReplayBuffer:
         return slots
 
     def add_one(
-        self,
-        obs: np.ndarray,
-        action: int,
-        reward: float,
-        next_obs: np.ndarray,
-        terminated: bool,
+        self, obs: np.ndarray, action: int, ret: float, next_obs: np.ndarray, terminated: bool
     ) -> int:
         """Store one 1-step transition; obs and next_obs are (stack, *frame)."""
         obs = np.asarray(obs)
         next_obs = np.asarray(next_obs)
         self._check_obs("obs", obs[None], 1)
         self._check_obs("next_obs", next_obs[None], 1)
-        return self._add_row(obs, int(action), float(reward), next_obs, bool(terminated), 1)
+        return self._add_row(obs, int(action), float(ret), next_obs, bool(terminated), 1)
 
-    # ------------------------------------------------------------------ sampling
-    def gather(self, idx: np.ndarray, weights: np.ndarray | None = None) -> Batch:
-        """The transitions at slots `idx`, stacks rebuilt: obs is (batch, stack, *frame)."""
-        return Batch(
-            obs=self.frames[self.obs_refs[idx]],
-            actions=self.actions[idx].astype(np.int64),
-            rewards=self.rewards[idx],
-            next_obs=self.frames[self.next_refs[idx]],
-            terminated=self.terminated[idx].astype(np.float32),
-            discounts=self._discount_table[self.steps[idx]],
-            weights=np.ones(len(idx), dtype=np.float32) if weights is None else weights,
-            indices=idx,
+    # ------------------------------------------------------------------ reading
+    def gather(self, slots: np.ndarray) -> Rows:
+        """The transitions at `slots`, stacks rebuilt: obs is (rows, stack, *frame)."""
+        return Rows(
+            self.frames[self.obs_refs[slots]],
+            self.actions[slots].astype(np.int64),
+            self.returns[slots],
+            self.frames[self.next_refs[slots]],
+            self.terminated[slots].astype(np.float32),
+            self.steps[slots],
         )
 
-    def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
-        """Draw `batch_size` transitions uniformly with replacement."""
-        if self.size == 0:
-            raise TrainingError("cannot sample from an empty replay buffer")
-        idx = (self.tail + rng.integers(0, self.size, size=batch_size)) % self.capacity
-        return self.gather(idx)
+    def slots_at(self, positions: np.ndarray) -> np.ndarray:
+        """Slots of the transitions `positions` places after the oldest."""
+        return (self.tail + positions) % self.capacity
+
+    def is_live(self, slots: np.ndarray) -> np.ndarray:
+        return (np.asarray(slots, dtype=np.int64) - self.tail) % self.capacity < self.size
+
+    def state_slots(self) -> np.ndarray:
+        """The live slots oldest first, as `state_dict` saves them."""
+        return self.live_slots()
 
     # ------------------------------------------------------------------ state
     def _frame_number(self, slots: np.ndarray) -> np.ndarray:
@@ -329,7 +323,7 @@ class FrameStackReplayBuffer:
     def state_dict(self) -> dict[str, np.ndarray]:
         """The live transitions oldest first, and the frames they use, renumbered from 0."""
         live = self.live_slots()
-        out = {f"replay.{k}": v[live] for k, v in self._arrays().items()}
+        out = {f"{STATE_PREFIX}{k}": v[live] for k, v in self._arrays().items()}
         if self.size:
             first = int(
                 min(
@@ -340,27 +334,23 @@ class FrameStackReplayBuffer:
         else:
             first = self.num_frames_written
         numbers = np.arange(first, self.num_frames_written)
-        out["replay.frames"] = self.frames[numbers % self.num_frame_slots]
+        out[f"{STATE_PREFIX}frames"] = self.frames[numbers % self.num_frame_slots]
         for key in ("obs_refs", "next_refs"):
-            refs = self._frame_number(out[f"replay.{key}"]) - first
-            out[f"replay.{key}"] = refs.astype(_REF_DTYPE)
-        out["replay.written_at"] = out["replay.written_at"] - first
-        out["replay.pos"] = np.array([self.size, len(numbers)], dtype=np.int64)
+            refs = self._frame_number(out[f"{STATE_PREFIX}{key}"]) - first
+            out[f"{STATE_PREFIX}{key}"] = refs.astype(_REF_DTYPE)
+        out[f"{STATE_PREFIX}written_at"] = out[f"{STATE_PREFIX}written_at"] - first
+        out[f"{STATE_PREFIX}pos"] = np.array([self.size, len(numbers)], dtype=np.int64)
         return out
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        if "replay.frames" not in state:
+        if f"{STATE_PREFIX}frames" not in state:
             raise CheckpointError(
-                "checkpoint has no 'replay.frames'; it was saved by a replay buffer that stores "
-                "whole observations, not by a FrameStackReplayBuffer"
+                f"checkpoint has no '{STATE_PREFIX}frames'; it was saved by a replay buffer that "
+                "stores whole observations, not by one that stores stacked frames once"
             )
-        size, num_frames = (int(x) for x in state["replay.pos"])
-        if size > self.capacity:
-            raise TrainingError(
-                f"checkpointed replay holds {size} transitions, more than buffer_size "
-                f"= {self.capacity}"
-            )
-        frames = np.asarray(state["replay.frames"])
+        size, num_frames = (int(x) for x in state[f"{STATE_PREFIX}pos"])
+        check_state_size(size, self.capacity)
+        frames = np.asarray(state[f"{STATE_PREFIX}frames"])
         if frames.shape[1:] != self.frame_shape or num_frames > self.num_frame_slots:
             raise CheckpointError(
                 f"checkpointed replay holds {num_frames} frames of shape {frames.shape[1:]}; "
@@ -368,108 +358,10 @@ class FrameStackReplayBuffer:
             )
         self.frames[:num_frames] = frames
         for key, array in self._arrays().items():
-            array[:size] = state[f"replay.{key}"]
+            array[:size] = state[f"{STATE_PREFIX}{key}"]
         self.tail = 0
         self.size = size
         self.num_frames_written = num_frames
         # Frames before the checkpoint are not matched again: a few may be stored twice.
         self._recent.clear()
         self._recent_order.clear()
-
-
-class PrioritizedFrameStackReplayBuffer(FrameStackReplayBuffer):
-    """`FrameStackReplayBuffer` with proportional prioritized sampling.
-
-    Sampling, importance weights and priority updates are `PrioritizedReplayBuffer`'s own code,
-    run on this buffer's sum tree; a transition that leaves the buffer gets priority 0.
-    """
-
-    def __init__(
-        self,
-        capacity: int,
-        obs_shape: tuple[int, ...],
-        obs_dtype: np.dtype | str,
-        num_actions: int,
-        gamma: float,
-        alpha: float = 0.6,
-        eps: float = 1e-6,
-        *,
-        dedup_window: int = DEDUP_WINDOW,
-    ) -> None:
-        if not 0.0 <= alpha <= 1.0:
-            raise ConfigError(f"per_alpha = {alpha!r} is out of range; allowed: [0, 1]")
-        if not eps > 0.0:
-            raise ConfigError(f"per_eps = {eps!r} is out of range; allowed: (0, inf)")
-        check_fits(
-            estimate_frame_bytes(capacity, obs_shape, obs_dtype, num_actions, dedup_window)
-            + SumTree.bytes_for(capacity),
-            "prioritized frame-stack replay buffer",
-        )
-        super().__init__(
-            capacity, obs_shape, obs_dtype, num_actions, gamma, dedup_window=dedup_window
-        )
-        self.alpha = alpha
-        self.eps = eps
-        self.tree = SumTree(capacity)
-
-    @staticmethod
-    def estimate_bytes(
-        capacity: int,
-        obs_shape: tuple[int, ...],
-        obs_dtype: np.dtype | str,
-        num_actions: int,
-        dedup_window: int = DEDUP_WINDOW,
-    ) -> int:
-        """Bytes the buffer allocates, sum tree included."""
-        frames = estimate_frame_bytes(capacity, obs_shape, obs_dtype, num_actions, dedup_window)
-        return frames + SumTree.bytes_for(capacity)
-
-    @property
-    def nbytes(self) -> int:
-        return super().nbytes + self.tree.nbytes
-
-    def _drop_oldest(self) -> None:
-        self.tree.update_one(self.tail, 0.0)
-        super()._drop_oldest()
-
-    def _add_row(
-        self,
-        obs: np.ndarray,
-        action: int,
-        reward: float,
-        next_obs: np.ndarray,
-        terminated: bool,
-        steps: int,
-    ) -> int:
-        i = super()._add_row(obs, action, reward, next_obs, terminated, steps)
-        self.tree.update_one(i, self.tree.max_priority or 1.0)
-        return i
-
-    def sample(self, batch_size: int, rng: np.random.Generator, beta: float = 1.0) -> Batch:
-        """Stratified proportional sampling with importance weights (max 1 in the batch)."""
-        return PrioritizedReplayBuffer.sample(self, batch_size, rng, beta)  # type: ignore[arg-type]
-
-    def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
-        """Set p_i = (|δ_i| + eps)^α for the slots `indices` (the Batch's `indices`).
-
-        Slots whose transition has left the buffer since it was sampled keep priority 0.
-        """
-        indices = np.asarray(indices, dtype=np.int64)
-        live = (indices - self.tail) % self.capacity < self.size
-        PrioritizedReplayBuffer.update_priorities(
-            self,  # type: ignore[arg-type]
-            indices[live],
-            np.asarray(td_errors)[live],
-        )
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """The base state plus the live transitions' priorities (oldest first) and the max."""
-        out = super().state_dict()
-        out["replay.priorities"] = self.tree.get(self.live_slots())
-        out["replay.max_priority"] = np.array([self.tree.max_priority], dtype=np.float64)
-        return out
-
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        require_priority_state(state)
-        super().load_state_dict(state)
-        restore_priorities(self.tree, state, self.size)

@@ -1,4 +1,4 @@
-"""Turns one-step transitions from a vector env into n-step transitions for the replay buffer."""
+"""Turns one-step transitions, from one env or a vector env, into n-step transitions."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from qlearn.errors import ConfigError, TrainingError
 
 @dataclasses.dataclass
 class NStepOut:
-    """Finished transitions, stacked; feed them to `ReplayBuffer.add(*out.as_add_args())`.
+    """Finished transitions, stacked; `ReplayMemory.add_transitions(*out.as_add_args())` stores
+    them.
 
     `returns[i]` = Σ_{j<k} γ^j r_{t+j} with k = `steps[i]`, and `next_obs[i]` is the observation
     after the k-th step, so the target is returns + γ^k (1 − terminated) V(next_obs).
@@ -32,7 +33,7 @@ class NStepOut:
     def as_add_args(
         self,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(obs, actions, returns, next_obs, terminated, steps): `ReplayBuffer.add`'s order."""
+        """(obs, actions, returns, next_obs, terminated, steps): `Storage.add`'s order."""
         return self.obs, self.actions, self.returns, self.next_obs, self.terminated, self.steps
 
 
@@ -41,6 +42,10 @@ class _Step(NamedTuple):
     action: np.ndarray
     reward: float
     next_obs: np.ndarray
+
+
+_Finished = tuple[_Step, float, np.ndarray, bool, int]
+"""(first step, discounted return, observation after the last step, terminated, steps)."""
 
 
 class NStepAccumulator:
@@ -155,26 +160,66 @@ class NStepAccumulator:
         rewards = np.asarray(rewards, dtype=np.float64)
         next_obs = np.array(next_obs)
 
-        out: list[tuple[_Step, float, np.ndarray, bool, int]] = []
+        out: list[_Finished] = []
         for env in np.flatnonzero(mask):
-            window = self._pending[env]
-            window.append(_Step(obs[env], actions[env], float(rewards[env]), next_obs[env]))
-            if done[env]:
-                final = next_obs[env]
-                env_terminated = bool(terminated[env])
-                for k in range(len(window), 0, -1):
-                    out.append((window[0], self._discounted(window), final, env_terminated, k))
-                    window.popleft()
-            elif len(window) == self.n:
-                out.append((window[0], self._discounted(window), next_obs[env], False, self.n))
+            step = _Step(obs[env], actions[env], float(rewards[env]), next_obs[env])
+            self._advance(env, step, bool(done[env]), bool(terminated[env]), out)
+        return _stack(out)
+
+    def push_one(
+        self,
+        obs: np.ndarray,
+        action: int,
+        reward: float,
+        next_obs: np.ndarray,
+        terminated: bool,
+        truncated: bool,
+    ) -> NStepOut | None:
+        """`push` for env 0 of one plain env (no vector-env dimension, no mask).
+
+        Args:
+            obs: (*obs_shape) observation the action was taken in.
+            action: the action.
+            reward: its reward.
+            next_obs: (*obs_shape) observation after the step; at an episode's end the real
+                final observation (not the reset one).
+            terminated: whether the episode terminated at this step.
+            truncated: whether it was truncated at this step.
+
+        Returns:
+            The finished transitions, or None when none finished.
+        """
+        # Copied: the caller may reuse its arrays in place next step.
+        step = _Step(np.array(obs), np.array(action), float(reward), np.array(next_obs))
+        out: list[_Finished] = []
+        self._advance(0, step, bool(terminated or truncated), bool(terminated), out)
+        return _stack(out)
+
+    def _advance(
+        self, env: int, step: _Step, done: bool, terminated: bool, out: list[_Finished]
+    ) -> None:
+        """Append `step` to env's window and move what it finishes to `out`."""
+        window = self._pending[env]
+        window.append(step)
+        if done:
+            final = step.next_obs
+            for k in range(len(window), 0, -1):
+                out.append((window[0], self._discounted(window), final, terminated, k))
                 window.popleft()
-        if not out:
-            return None
-        return NStepOut(
-            obs=np.stack([step.obs for step, *_ in out]),
-            actions=np.stack([step.action for step, *_ in out]),
-            returns=np.array([ret for _, ret, *_ in out], dtype=np.float32),
-            next_obs=np.stack([final for _, _, final, *_ in out]),
-            terminated=np.array([term for *_, term, _ in out], dtype=np.bool_),
-            steps=np.array([k for *_, k in out], dtype=np.int64),
-        )
+        elif len(window) == self.n:
+            out.append((window[0], self._discounted(window), step.next_obs, False, self.n))
+            window.popleft()
+
+
+def _stack(out: list[_Finished]) -> NStepOut | None:
+    """The finished transitions as one NStepOut, or None when there are none."""
+    if not out:
+        return None
+    return NStepOut(
+        obs=np.stack([step.obs for step, *_ in out]),
+        actions=np.stack([step.action for step, *_ in out]),
+        returns=np.array([ret for _, ret, *_ in out], dtype=np.float32),
+        next_obs=np.stack([final for _, _, final, *_ in out]),
+        terminated=np.array([term for *_, term, _ in out], dtype=np.bool_),
+        steps=np.array([k for *_, k in out], dtype=np.int64),
+    )

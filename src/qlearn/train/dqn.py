@@ -48,7 +48,7 @@ from qlearn.agents.dqn import (
     per_beta,
 )
 from qlearn.config import DQNConfig, check_num_envs
-from qlearn.envs import EnvSpec, env_spec, make_env, make_vector_env
+from qlearn.envs import EnvSpec, env_spec, make_env, make_vector_env, stacked_frame_count
 from qlearn.errors import CheckpointError, ConfigError, EnvError, QlearnError, TrainingError
 from qlearn.evaluation import EvalResult, held_out_eval_seed, periodic_eval_seed, run_episodes
 from qlearn.monitor import Monitor, ProgressOutput, progress_output
@@ -222,12 +222,22 @@ class DQN:
             self.env_id: str | None = env
             self._env_instance: gym.Env | None = None
             probe = make_env(env, frame_stack=self.config.frame_stack, **self.env_kwargs)
-            spec = env_spec(probe.observation_space, probe.action_space, repr(env))
+            spec = env_spec(
+                probe.observation_space,
+                probe.action_space,
+                repr(env),
+                frame_stack=stacked_frame_count(probe),
+            )
             probe.close()
         elif isinstance(env, gym.Env):
             self.env_id = _env_id_of(env)
             self._env_instance = env
-            spec = env_spec(env.observation_space, env.action_space, f"env {self.env_id!r}")
+            spec = env_spec(
+                env.observation_space,
+                env.action_space,
+                f"env {self.env_id!r}",
+                frame_stack=stacked_frame_count(env),
+            )
             if self.config.num_envs > 1:
                 raise ConfigError(
                     f"num_envs = {self.config.num_envs} needs an env id, not an env instance"
@@ -383,7 +393,7 @@ class DQN:
         )
         stop = _StopFlag()
         run = _Run(self, monitor, stop, callback)
-        single = c.num_envs == 1 and c.n_step == 1
+        single = c.num_envs == 1
         envs = self._make_single_env() if single else self._make_train_envs()
         try:
             # BLAS threads as many as torch's: numpy's OpenBLAS would otherwise spin a thread per
@@ -684,7 +694,8 @@ class _Run:
     """The state of one `learn()` call, and the work done after every env step.
 
     Two drivers feed it: `single_env` (one plain env, the fast path: no vector-env overhead)
-    and `vector_env` (Gymnasium vector envs with next-step autoreset, and n-step returns).
+    and `vector_env` (Gymnasium vector envs with next-step autoreset). Both add raw one-step
+    transitions; the replay memory makes n-step ones where configured.
     """
 
     def __init__(
@@ -729,6 +740,7 @@ class _Run:
         """One env, stepped directly: the fewest Python operations per step."""
         agent, counters, replay = self.agent, self.counters, self.agent.replay
         obs, _ = env.reset(seed=self.reset_seed)
+        replay.reset_pending()  # windows of the episodes a previous call left unfinished
         obs = np.asarray(obs)
         batch = np.empty((1, *obs.shape), dtype=obs.dtype)
         ep_return, ep_length = 0.0, 0
@@ -742,7 +754,7 @@ class _Run:
             if check_finite and not (abs(reward) <= FLOAT32_MAX and np.isfinite(next_obs).all()):
                 self._nonfinite(next_obs, reward)
             stored = min(max(reward, -1.0), 1.0) if clip_rewards else reward
-            replay.add_one(obs, action, stored, next_obs, terminated)
+            replay.add_one(obs, action, stored, next_obs, terminated, truncated)
             ep_return += float(reward)
             ep_length += 1
             step = counters.step + 1
@@ -759,12 +771,8 @@ class _Run:
         that produces no transition, so it is masked out of replay and counters."""
         c, agent, counters, replay = self.config, self.agent, self.counters, self.agent.replay
         num_envs = envs.num_envs
-        nstep = None
-        if c.n_step > 1:
-            from qlearn.replay.nstep import NStepAccumulator
-
-            nstep = NStepAccumulator(c.n_step, c.gamma, num_envs)
         obs, _ = envs.reset(seed=self.reset_seed)
+        replay.reset_pending()  # windows of the episodes a previous call left unfinished
         prev_done = np.zeros(num_envs, dtype=bool)
         ep_return = np.zeros(num_envs)
         ep_length = np.zeros(num_envs, dtype=np.int64)
@@ -780,14 +788,7 @@ class _Run:
             n_new = int(valid.sum())
             # Clipped before the n-step sums; the episode returns below add the raw rewards.
             stored = np.clip(rewards, -1.0, 1.0) if c.clip_rewards else rewards
-            if nstep is not None:
-                out = nstep.push(obs, actions, stored, next_obs, terminated, truncated, valid)
-                if out is not None:
-                    replay.add(*out.as_add_args())
-            elif n_new:
-                replay.add(
-                    obs[valid], actions[valid], stored[valid], next_obs[valid], terminated[valid]
-                )
+            replay.add(obs, actions, stored, next_obs, terminated, truncated, valid)
             before = counters.step
             step = before + n_new
             done = terminated | truncated
