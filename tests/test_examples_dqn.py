@@ -77,13 +77,19 @@ def test_exploration_example_draws_both_learning_curves(tmp_path: Path) -> None:
     out = run_example(
         "07_exploration_comparison.py", "--quick", "--out", "curves.png", cwd=tmp_path
     )
-    for method in ("epsilon_greedy", "softmax"):
+    # Quick mode's fixed seeds measured 0.693 (epsilon-greedy) and 0.463 (softmax, per seed 0.23,
+    # 0.45, 0.71); a uniformly random policy succeeds on slippery FrozenLake about 1.5% of the
+    # time and the optimal one about 74%. The bars sit well above random and below the optimum.
+    bars = {"epsilon_greedy": 0.5, "softmax": 0.2}
+    for method, bar in bars.items():
         match = re.search(
             rf"{method}: final greedy success rate ([\d.]+) \(per seed: ([^)]*)\)", out
         )
         assert match, out
-        assert 0.0 <= float(match.group(1)) <= 1.0
-        assert len(match.group(2).split(",")) == 3  # quick mode: 3 seeds
+        assert bar <= float(match.group(1)) <= 0.8
+        per_seed = [float(x) for x in match.group(2).split(",")]
+        assert len(per_seed) == 3  # quick mode: 3 seeds
+        assert min(per_seed) >= 0.1  # every seed learned something
     png = tmp_path / "curves.png"
     assert "wrote curves.png" in out
     data = png.read_bytes()
