@@ -58,7 +58,7 @@ def with_agent(steps: int, threads: int, *, train: bool, warmup: int) -> tuple[f
         agent.learn(warmup)
     start = time.perf_counter()
     agent.learn(steps)  # `steps` more
-    return steps / (time.perf_counter() - start), agent.agent.num_updates
+    return steps / (time.perf_counter() - start), agent.learner.num_updates
 
 
 def main() -> None:

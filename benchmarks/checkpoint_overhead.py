@@ -57,7 +57,7 @@ def train_once(
     agent.learn()
     wall = time.perf_counter() - t0
     digest = hashlib.sha256()
-    for key, tensor in sorted(agent.agent.tensors().items()):
+    for key, tensor in sorted(agent.learner.tensors().items()):
         if key.startswith("q_net."):
             digest.update(tensor.numpy().tobytes())
     newest = sorted((Path(run_dir) / "checkpoints").glob("step_*"))

@@ -41,7 +41,7 @@ def run_seed(env_id: str, preset: str, seed: int, run_root: str, steps: int | No
     final = agent.evaluate(20, seed=EVAL_SEED)
     best = DQN.load(run_dir / "best").evaluate(20, seed=EVAL_SEED)
     digest = hashlib.sha256()
-    for key, tensor in sorted(agent.agent.tensors().items()):
+    for key, tensor in sorted(agent.learner.tensors().items()):
         if key.startswith("q_net."):
             digest.update(tensor.numpy().tobytes())
     return {

@@ -272,7 +272,7 @@ def main() -> None:
     onnx_path = work / "policy.onnx"
     report = agent.export(onnx_path, num_checks=2_000 if args.quick else 10_000)
     session = onnx_session(onnx_path, threads=1)
-    learner = agent.agent
+    learner = agent.learner
     learner.q_net.eval()
     module = GreedyPolicy(learner.q_net, agent.spec, agent.config.distributional, learner.support)
     env = agent.make_eval_env()

@@ -61,7 +61,7 @@ def main() -> None:
     )
     agent = DQN("CartPole-v1", config, run_dir=args.run_dir)
 
-    learner = agent.agent
+    learner = agent.learner
     print("Main Q-network (the target network is a separate copy with the same shape):")
     print(learner.q_net)
     num_params = sum(p.numel() for p in learner.q_net.parameters())

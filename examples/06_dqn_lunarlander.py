@@ -69,7 +69,7 @@ def main() -> None:
     agent = DQN("LunarLander-v3", config, run_dir=args.run_dir)
 
     # Same layers, same parameter shapes, same learning rate as the hand-built pair.
-    learner = agent.agent
+    learner = agent.learner
     same_layers = repr(learner.q_net) == repr(q)
     same_shapes = [p.shape for p in learner.q_net.parameters()] == [p.shape for p in q.parameters()]
     same_lr = learner.optimizer.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"]

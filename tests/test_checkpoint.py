@@ -217,7 +217,7 @@ def test_prune_keeps_the_newest(tmp_path: Path) -> None:
 def test_the_fixture_loads(ckpt: Path) -> None:
     agent = DQN.load(ckpt, with_replay=True)
     assert agent.counters.step == SMALL.total_steps
-    assert len(agent.agent.replay) == SMALL.total_steps
+    assert len(agent.learner.replay) == SMALL.total_steps
 
 
 def test_missing_checkpoint(tmp_path: Path) -> None:

@@ -74,11 +74,11 @@ def make_agent(kind: str) -> DQN:
 
 def greedy_q(agent: DQN, obs: np.ndarray) -> np.ndarray:
     """The agent's own Q-values with the noise off, as it acts greedily."""
-    agent.agent.q_net.eval()
+    agent.learner.q_net.eval()
     try:
-        return agent.agent.q_values(obs)
+        return agent.learner.q_values(obs)
     finally:
-        agent.agent.q_net.train()
+        agent.learner.q_net.train()
 
 
 def assert_greedy(actions: np.ndarray, q: np.ndarray) -> None:
@@ -129,9 +129,9 @@ def test_every_network_kind_round_trips(kind: str, exported: Any) -> None:
 def test_noisy_net_exports_its_mean_weights(exported: Any) -> None:
     agent, report = exported("noisy")
     obs = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
-    assert agent.agent.q_net.training  # the export left the agent as it was
+    assert agent.learner.q_net.training  # the export left the agent as it was
     with torch.no_grad():
-        noisy_q = agent.agent.q_net(torch.from_numpy(obs)).numpy()  # training mode: noise on
+        noisy_q = agent.learner.q_net(torch.from_numpy(obs)).numpy()  # training mode: noise on
     q_onnx, _ = onnx_session(report.onnx_path).run(None, {"obs": obs})
     np.testing.assert_allclose(q_onnx, greedy_q(agent, obs), rtol=TOLERANCE, atol=TOLERANCE)
     assert np.abs(q_onnx - noisy_q).max() > 1e-3  # the noise was really off in the export
@@ -142,7 +142,7 @@ def test_a_q_table_comes_out_of_the_graph_exactly(tmp_path: Path) -> None:
     # the Q-table as the output layer, Q(s) is row s of the table.
     agent = DQN("FrozenLake-v1", DQNConfig(hidden_sizes=(16,), buffer_size=100))
     table = (np.arange(64, dtype=np.float32).reshape(16, 4) * 7 % 64) / 8 - 3
-    first, last = [m for m in agent.agent.q_net.modules() if isinstance(m, torch.nn.Linear)]
+    first, last = [m for m in agent.learner.q_net.modules() if isinstance(m, torch.nn.Linear)]
     with torch.no_grad():
         first.weight.copy_(torch.eye(16))
         first.bias.zero_()
@@ -164,7 +164,7 @@ def test_distributional_heads_export_their_expected_q(
     # Q = 2.5, and 1..6 give 3.5.
     flags = {"distributional": kind, "num_atoms": 6, "v_min": 0.0, "v_max": 10.0}
     agent = DQN("CartPole-v1", DQNConfig(hidden_sizes=(8,), buffer_size=100, **flags))
-    last = [m for m in agent.agent.q_net.modules() if isinstance(m, torch.nn.Linear)][-1]
+    last = [m for m in agent.learner.q_net.modules() if isinstance(m, torch.nn.Linear)][-1]
     if kind == "c51":
         bias = torch.tensor([0.0] * 6 + [0.0] * 5 + [100.0])
     else:

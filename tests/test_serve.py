@@ -200,7 +200,7 @@ def test_predictions_match_onnxruntime_and_the_agent(server: ServerProcess, trai
     np.testing.assert_allclose(answer["q_values"], q_local, rtol=1e-6, atol=1e-6)
     assert answer["actions"] == actions_local.tolist()
     np.testing.assert_allclose(
-        answer["q_values"], agent.agent.q_values(obs), rtol=TOLERANCE, atol=TOLERANCE
+        answer["q_values"], agent.learner.q_values(obs), rtol=TOLERANCE, atol=TOLERANCE
     )
     for i in (0, 17):
         status, answer = predict(server.url, obs[i].tolist())
@@ -278,7 +278,7 @@ def test_a_run_dir_is_served_with_torch(trained: Any) -> None:
         status, answer = predict(process.url, obs.tolist())
         assert status == 200
         assert answer["actions"] == agent.predict(obs).tolist()
-        np.testing.assert_allclose(answer["q_values"], agent.agent.q_values(obs), rtol=1e-6)
+        np.testing.assert_allclose(answer["q_values"], agent.learner.q_values(obs), rtol=1e-6)
         assert predict(process.url, [1.0, 2.0])[0] == 422
     # Stopped by SIGTERM, not SIGKILL: uvicorn shuts down, then re-raises the signal.
     assert process.process is not None and process.process.returncode in (0, -15)

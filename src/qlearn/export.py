@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from qlearn import __version__, checkpoint
-from qlearn.agents.dqn import DQNAgent, expected_q, pick_network
+from qlearn.agents.dqn import DQNLearner, expected_q, pick_network
 from qlearn.envs import EnvSpec
 from qlearn.errors import CheckpointError, ConfigError, ExportError
 
@@ -265,7 +265,7 @@ def input_description(spec: EnvSpec) -> dict[str, Any]:
 
 
 def describe_policy(
-    agent: DQNAgent,
+    agent: DQNLearner,
     observation_space: gym.Space,
     action_space: gym.Space,
     env_id: str | None,
@@ -392,7 +392,7 @@ def sidecar_path(onnx_path: str | Path) -> Path:
 
 
 def export_onnx(
-    agent: DQNAgent,
+    agent: DQNLearner,
     env: gym.Env,
     path: str | Path,
     *,
@@ -481,7 +481,7 @@ def export_onnx(
 
 
 def _check(
-    policy: GreedyPolicy, agent: DQNAgent, session: Any, observations: np.ndarray
+    policy: GreedyPolicy, agent: DQNLearner, session: Any, observations: np.ndarray
 ) -> dict[str, Any]:
     """Run torch (the exported module and the agent's own path) and onnxruntime on every
     observation; ExportError unless they agree. Returns the ExportReport's diff fields."""

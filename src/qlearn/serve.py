@@ -129,7 +129,7 @@ class Policy:
         path = Path(path)
         model_dir = resolve_model_path(path)
         dqn = DQN.load(model_dir)
-        learner = dqn.agent
+        learner = dqn.learner
         learner.q_net.eval()  # greedy: noisy layers use their mean weights
         env = dqn.make_eval_env()
         try:

@@ -1,10 +1,10 @@
-"""DQNAgent: the update against hand-computed targets, target sync, acting and state round trip."""
+"""DQNLearner: the update against hand-computed targets, target sync, acting, state round trip."""
 
 import numpy as np
 import pytest
 import torch
 
-from qlearn.agents.dqn import DQNAgent, num_crossings, per_beta, pick_network
+from qlearn.agents.dqn import DQNLearner, num_crossings, per_beta, pick_network
 from qlearn.config import DQNConfig
 from qlearn.envs import EnvSpec
 from qlearn.errors import ConfigError, TrainingError
@@ -12,8 +12,8 @@ from qlearn.errors import ConfigError, TrainingError
 BOX = EnvSpec("box", (4,), "float32", 2)
 
 
-def filled_agent(config: DQNConfig, n: int = 200, seed: int = 0) -> DQNAgent:
-    agent = DQNAgent(BOX, config)
+def filled_agent(config: DQNConfig, n: int = 200, seed: int = 0) -> DQNLearner:
+    agent = DQNLearner(BOX, config)
     rng = np.random.default_rng(seed)
     for _ in range(n):
         obs = rng.standard_normal(4).astype(np.float32)
@@ -69,7 +69,7 @@ def test_update_changes_weights_and_target_copy_makes_them_equal() -> None:
         not torch.equal(a, b)
         for a, b in zip(agent.q_net.parameters(), agent.target_net.parameters(), strict=True)
     )
-    agent.update_target()
+    agent.sync_target()
     for a, b in zip(agent.q_net.parameters(), agent.target_net.parameters(), strict=True):
         assert torch.equal(a, b)
 
@@ -79,7 +79,7 @@ def test_polyak_update_moves_target_by_tau() -> None:
     agent.update()
     old_target = [p.clone() for p in agent.target_net.parameters()]
     online = [p.clone() for p in agent.q_net.parameters()]
-    agent.update_target()
+    agent.sync_target()
     for t_old, o, t_new in zip(old_target, online, agent.target_net.parameters(), strict=True):
         torch.testing.assert_close(t_new, t_old + 0.1 * (o - t_old))
 
@@ -103,7 +103,7 @@ def test_epsilon_schedule_and_greedy_acting() -> None:
         epsilon_end=0.1,
         exploration_fraction=0.5,
     )
-    agent = DQNAgent(BOX, cfg)
+    agent = DQNLearner(BOX, cfg)
     assert agent.epsilon(0) == 1.0
     assert agent.epsilon(250) == pytest.approx(0.55)
     assert agent.epsilon(500) == pytest.approx(0.1)
@@ -128,7 +128,7 @@ def test_uniform_random_actions_before_learning_starts(flags: dict) -> None:
         exploration_fraction=0.1,  # would have reached epsilon_end at step 100
         **flags,
     )
-    agent = DQNAgent(BOX, cfg)
+    agent = DQNLearner(BOX, cfg)
     assert agent.epsilon(0) == agent.epsilon(299) == 1.0
     after = agent.epsilon(300)
     assert after == pytest.approx(cfg.epsilon_end if not flags else 0.0)
@@ -138,7 +138,7 @@ def test_noisy_acting_redraws_the_noise_at_every_call() -> None:
     """Noisy nets explore through their noise: the same observations, acted on again, get other
     actions (with one fixed noise draw they would always get the same ones), while `predict`
     stays the noise-free greedy policy of the mean weights."""
-    agent = DQNAgent(BOX, DQNConfig(noisy=True, learning_starts=0, hidden_sizes=(32, 32)))
+    agent = DQNLearner(BOX, DQNConfig(noisy=True, learning_starts=0, hidden_sizes=(32, 32)))
     obs = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
     epsilon = agent.epsilon(0)
     assert epsilon == 0.0
@@ -158,7 +158,7 @@ def test_noisy_acting_redraws_the_noise_at_every_call() -> None:
 
 
 def test_softmax_exploration_samples_every_action() -> None:
-    agent = DQNAgent(BOX, DQNConfig(exploration="softmax", temperature=100.0))
+    agent = DQNLearner(BOX, DQNConfig(exploration="softmax", temperature=100.0))
     obs = np.zeros((200, 4), dtype=np.float32)
     actions = agent.act(obs, 0.0)
     assert set(np.unique(actions)) == {0, 1}
@@ -194,10 +194,10 @@ def test_state_round_trip_is_exact() -> None:
     for _ in range(4):
         agent.update()
     tensors = {k: v.clone() for k, v in agent.tensors().items()}
-    counters = agent.counters()
-    other = DQNAgent(BOX, DQNConfig(batch_size=16, seed=5))
+    rng_state = agent.rng_state()
+    other = DQNLearner(BOX, DQNConfig(batch_size=16, seed=5))
     other.load_tensors(tensors)
-    other.load_counters(counters)
+    other.load_rng_state(rng_state)
     for key, value in other.tensors().items():
         assert torch.equal(value, tensors[key]), key
     assert other.rng.random() == agent.rng.random()

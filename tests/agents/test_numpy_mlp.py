@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from qlearn.agents.dqn import DQNAgent
+from qlearn.agents.dqn import DQNLearner
 from qlearn.config import DQNConfig
 from qlearn.envs import EnvSpec
 from qlearn.errors import ConfigError, TrainingError
@@ -12,9 +12,9 @@ from qlearn.errors import ConfigError, TrainingError
 BOX = EnvSpec("box", (4,), "float32", 2)
 
 
-def filled(config: DQNConfig, n: int = 300, n_step_discounts: bool = False) -> DQNAgent:
+def filled(config: DQNConfig, n: int = 300, n_step_discounts: bool = False) -> DQNLearner:
     """An agent whose replay holds the same random transitions for every config."""
-    agent = DQNAgent(BOX, config)
+    agent = DQNLearner(BOX, config)
     rng = np.random.default_rng(0)
     for _ in range(n):
         obs = rng.standard_normal((1, 4)).astype(np.float32)
@@ -28,7 +28,7 @@ def filled(config: DQNConfig, n: int = 300, n_step_discounts: bool = False) -> D
     return agent
 
 
-def twin_agents(**flags) -> tuple[DQNAgent, DQNAgent]:
+def twin_agents(**flags) -> tuple[DQNLearner, DQNLearner]:
     torch_agent, numpy_agent = (
         filled(DQNConfig(engine=e, batch_size=16, seed=3, **flags), n_step_discounts=True)
         for e in ("torch", "numpy")
@@ -53,9 +53,9 @@ def test_numpy_engine_equals_torch_engine(flags: dict) -> None:
     # generator exactly as one draw per update), so weights, Adam moments and step counts match.
     torch_agent, numpy_agent = twin_agents(**flags)
     for agent in (torch_agent, numpy_agent):
-        agent.train(5, beta=0.5)
-        agent.update_target()
-        agent.train(3, beta=0.5)
+        agent.update(5, beta=0.5)
+        agent.sync_target()
+        agent.update(3, beta=0.5)
     expected, actual = torch_agent.tensors(), numpy_agent.tensors()
     assert list(expected) == list(actual)
     for key in expected:
@@ -91,7 +91,7 @@ def test_metrics_match_hand_computed_loss() -> None:
 
 def test_torch_modules_see_the_engine_weights() -> None:
     agent = filled(DQNConfig(engine="numpy", hidden_sizes=(32, 16)))
-    agent.train(5)
+    agent.update(5)
     obs = np.random.default_rng(3).standard_normal((10, 4)).astype(np.float32)
     engine = agent.engine
     assert engine is not None
@@ -108,32 +108,33 @@ def test_torch_modules_see_the_engine_weights() -> None:
 @pytest.mark.parametrize(("saver", "loader"), [("numpy", "torch"), ("torch", "numpy")])
 def test_state_moves_between_engines(saver: str, loader: str) -> None:
     source = filled(DQNConfig(engine=saver, batch_size=16))
-    source.train(4)
+    source.update(4)
     tensors = {k: v.clone() for k, v in source.tensors().items()}
     target = filled(DQNConfig(engine=loader, batch_size=16, seed=9))
     target.load_tensors(tensors)
-    target.load_counters(source.counters())
+    target.load_rng_state(source.rng_state())
+    target.num_updates = source.num_updates
     for key, value in target.tensors().items():
         assert torch.equal(value, tensors[key]), key
     # Both continue identically from the same state.
-    source.train(3)
-    target.train(3)
+    source.update(3)
+    target.update(3)
     for a, b in zip(source.q_net.parameters(), target.q_net.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_auto_picks_numpy_only_where_it_applies() -> None:
-    assert DQNAgent(BOX, DQNConfig()).engine is not None
-    assert DQNAgent(BOX, DQNConfig(engine="torch")).engine is None
+    assert DQNLearner(BOX, DQNConfig()).engine is not None
+    assert DQNLearner(BOX, DQNConfig(engine="torch")).engine is None
     for flags in ({"dueling": True}, {"noisy": True}, {"log_grad_norms": True}):
-        assert DQNAgent(BOX, DQNConfig(**flags)).engine is None
+        assert DQNLearner(BOX, DQNConfig(**flags)).engine is None
     image = EnvSpec("box", (4, 10, 10), "uint8", 6)
-    assert DQNAgent(image, DQNConfig()).engine is None
+    assert DQNLearner(image, DQNConfig()).engine is None
 
 
 def test_explicit_numpy_engine_refuses_what_it_cannot_run() -> None:
     with pytest.raises(ConfigError, match=r"engine = 'numpy'.*dueling = true.*allowed"):
-        DQNAgent(BOX, DQNConfig(engine="numpy", dueling=True))
+        DQNLearner(BOX, DQNConfig(engine="numpy", dueling=True))
     with pytest.raises(ConfigError, match="engine"):
         DQNConfig(engine="jax")  # type: ignore[arg-type]
 
@@ -142,11 +143,11 @@ def test_nonfinite_loss_raises_or_skips_without_touching_weights() -> None:
     agent = filled(DQNConfig(engine="numpy", batch_size=8))
     agent.replay.storage.returns[:] = np.inf
     with pytest.raises(TrainingError, match="non-finite loss"):
-        agent.train(4)
+        agent.update(4)
     skipping = filled(DQNConfig(engine="numpy", batch_size=8, on_nonfinite="skip"))
     skipping.replay.storage.returns[:] = np.nan
     before = skipping.engine.flat.copy()  # type: ignore[union-attr]
     with pytest.warns(RuntimeWarning, match="skipped an update"):
-        assert skipping.train(3) == {}
+        assert skipping.update(3) == {}
     np.testing.assert_array_equal(skipping.engine.flat, before)  # type: ignore[union-attr]
     assert skipping.num_updates == 0

@@ -134,10 +134,10 @@ def train(overrides: dict[str, Any], env_kwargs: dict[str, Any] | None = None) -
 
 def greedy_q_values(model: DQN, obs: np.ndarray) -> np.ndarray:
     """(batch, num_actions) Q-values with any noise off: a noisy net's mean weights."""
-    net = model.agent.q_net
+    net = model.learner.q_net
     net.eval()
     try:
-        return model.agent.q_values(obs)
+        return model.learner.q_values(obs)
     finally:
         net.train()
 
@@ -169,7 +169,7 @@ def test_nstep_behaviour_bias_is_a_quarter_of_the_tolerance() -> None:
 def test_variant_recovers_q_star(variant: str) -> None:
     overrides = VARIANTS[variant]
     model = train(overrides)
-    assert (model.agent.engine is not None) == (overrides["engine"] == "numpy")
+    assert (model.learner.engine is not None) == (overrides["engine"] == "numpy")
     error, errors = max_error(model)
     assert error <= TOLERANCE, f"{variant}: |Q - Q*| per (inner cell, action) =\n{errors}"
 

@@ -85,11 +85,11 @@ def test_minatar_breakout_dqn_learns_saves_and_loads(tmp_path: Path) -> None:
         total_steps=300, learning_starts=64, buffer_size=1_000, eval_interval=0
     )
     agent = DQN("MinAtar/Breakout-v1", config).learn()
-    assert type(agent.agent.replay.storage) is FlatStorage  # channels, not stacked frames
-    assert len(agent.agent.replay) == 300 and agent.agent.num_updates == 60  # 64, 68, ..., 300
+    assert type(agent.learner.replay.storage) is FlatStorage  # channels, not stacked frames
+    assert len(agent.learner.replay) == 300 and agent.learner.num_updates == 60  # 64, 68, ..., 300
     agent.save(tmp_path / "model")
     loaded = DQN.load(tmp_path / "model")
-    obs = agent.agent.replay.sample(16, np.random.default_rng(0)).obs
+    obs = agent.learner.replay.sample(16, np.random.default_rng(0)).obs
     np.testing.assert_array_equal(loaded.predict(obs), agent.predict(obs))
     assert loaded.spec == agent.spec and loaded.counters.step == 300
 
@@ -168,11 +168,11 @@ def test_atari_pong_dqn_smoke_run_uses_the_frame_buffer(prioritized: bool) -> No
         prioritized=prioritized,
     )
     agent = DQN("ALE/Pong-v5", config).learn()
-    replay = agent.agent.replay
+    replay = agent.learner.replay
     assert type(replay.storage) is FrameStackStorage
     assert type(replay.sampler) is (PrioritizedSampler if prioritized else UniformSampler)
     assert agent.spec.frame_stack == 4
-    assert len(replay) == 200 and agent.agent.num_updates == 26  # steps 100, 104, ..., 200
+    assert len(replay) == 200 and agent.learner.num_updates == 26  # steps 100, 104, ..., 200
     batch = replay.sample(4, np.random.default_rng(0))
     assert batch.obs.shape == batch.next_obs.shape == (4, 4, 84, 84)
     assert batch.obs.dtype == np.uint8

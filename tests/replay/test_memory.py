@@ -189,7 +189,7 @@ def test_old_checkpoint_with_prioritized_n_step_replay_loads_and_trains() -> Non
     path = DATA / "per_nstep_cartpole"
     state = load_file(str(path / "replay.safetensors"))
     agent = DQN.load(path, with_replay=True)
-    memory = agent.agent.replay
+    memory = agent.learner.replay
     assert len(memory) == 200 and isinstance(memory.sampler, PrioritizedSampler)
     saved = memory.state_dict()
     assert saved.keys() == state.keys()

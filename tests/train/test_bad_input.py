@@ -53,7 +53,7 @@ class Spoil(gym.Wrapper):
 def all_finite(agent: DQN) -> bool:
     return all(
         bool(torch.isfinite(v).all())
-        for v in agent.agent.tensors().values()
+        for v in agent.learner.tensors().values()
         if v.is_floating_point()
     )
 
@@ -78,7 +78,7 @@ def test_env_returning_nonfinite_values(value: float, where: str, what: str) -> 
         agent.learn()
     assert str(info.value).startswith(f"env 'CartPole-v1' returned a non-finite {what} at step 37")
     assert agent.counters.step == 36  # the bad transition was not stored or counted
-    assert len(agent.agent.replay) == 36
+    assert len(agent.learner.replay) == 36
 
 
 def test_vector_env_returning_nan_names_the_env() -> None:
@@ -117,7 +117,7 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path)
     assert [p.name for p in saved] == ["step_0000000250", "step_0000000500"]
     latest = DQN.load(checkpoint.latest_checkpoint(tmp_path), with_replay=True)
     assert all_finite(latest)
-    assert np.isfinite(latest.agent.replay.storage.returns).all()
+    assert np.isfinite(latest.learner.replay.storage.returns).all()
     assert not (tmp_path / "final").exists()
 
 
@@ -159,7 +159,7 @@ def test_unwritable_run_dir_fails_before_training(tmp_path: Path, below: tuple[s
     with pytest.raises(ConfigError, match=r"run directory .* is not writable \(.+\); choose"):
         agent.learn()
     assert agent.counters.step == 0
-    assert len(agent.agent.replay) == 0
+    assert len(agent.learner.replay) == 0
 
 
 # ---------------------------------------------------------------------- replay memory
@@ -245,7 +245,7 @@ def test_update_larger_than_memory_is_refused_before_allocation(
     )
     # An agent that only acts never samples a batch: it is not refused for one.
     agent = DQN("CartPole-v1", config, lazy_replay=True)
-    assert agent.agent._replay is None
+    assert agent.learner._replay is None
     with pytest.raises(TrainingError, match=r"one update \(batch_size = 10000000"):
         agent.learn()
 

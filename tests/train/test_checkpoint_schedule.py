@@ -67,7 +67,7 @@ def test_default_config_checkpoints_every_10000_steps(
     dirs = checkpoint.checkpoint_dirs(tmp_path)
     assert [p.name for p in dirs] == ["step_0000010000", "step_0000015000"]
     first = DQN.load(dirs[0], with_replay=True)
-    assert first.counters.step == len(first.agent.replay) == 10_000
+    assert first.counters.step == len(first.learner.replay) == 10_000
 
 
 @pytest.mark.parametrize(
@@ -165,14 +165,15 @@ def test_checkpoints_do_not_change_what_is_learned(
     assert len(recorder.steps) >= 4
     assert any(s % 700 for s in recorder.steps[:-1])  # some came from the clock
 
-    a, b = agent.agent.tensors(), other.agent.tensors()
+    a, b = agent.learner.tensors(), other.learner.tensors()
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    ra, rb = agent.agent.replay.state_dict(), other.agent.replay.state_dict()
+    ra, rb = agent.learner.replay.state_dict(), other.learner.replay.state_dict()
     for key in ra:
         np.testing.assert_array_equal(ra[key], rb[key], err_msg=key)
-    assert agent.agent.counters() == other.agent.counters()
+    assert agent.learner.rng_state() == other.learner.rng_state()
+    assert agent.learner.num_updates == other.learner.num_updates
     skip = {"wall_time"}
     ca, cb = dataclasses.asdict(agent.counters), dataclasses.asdict(other.counters)
     assert {k: v for k, v in ca.items() if k not in skip} == {

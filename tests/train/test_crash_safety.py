@@ -144,7 +144,7 @@ def test_sigterm_and_sigint_save_a_checkpoint_and_exit_with_one_error_line(
         assert checkpoint.latest_checkpoint(run) == saved
         agent = DQN.load(saved, with_replay=True)
         assert agent.counters.step == step
-        assert len(agent.agent.replay) == min(step, 10_000)  # buffer_size
+        assert len(agent.learner.replay) == min(step, 10_000)  # buffer_size
         check_run_files(run)
 
 

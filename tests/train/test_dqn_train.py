@@ -50,7 +50,7 @@ TINY = DQNConfig(
 def test_truncation_stores_the_real_final_observation(num_envs: int) -> None:
     agent = DQN("qlearn-test/Counter-v0", TINY.replace(num_envs=num_envs))
     agent.learn()
-    replay = agent.agent.replay.storage
+    replay = agent.learner.replay.storage
     n = len(replay)
     assert n == agent.counters.step >= 23
     obs, nxt = replay.obs[:n, 0], replay.next_obs[:n, 0]
@@ -63,7 +63,7 @@ def test_truncation_stores_the_real_final_observation(num_envs: int) -> None:
 def test_termination_is_stored_and_episodes_counted(num_envs: int) -> None:
     agent = DQN("qlearn-test/CounterTerminating-v0", TINY.replace(num_envs=num_envs))
     agent.learn(30)
-    replay = agent.agent.replay.storage
+    replay = agent.learner.replay.storage
     n = len(replay)
     assert n == 30
     np.testing.assert_array_equal(replay.terminated[:n], replay.next_obs[:n, 0] == 3)
@@ -74,7 +74,7 @@ def test_nstep_transitions_in_vector_envs() -> None:
     cfg = TINY.replace(num_envs=2, n_step=3, gamma=0.5)
     agent = DQN("qlearn-test/CounterTerminating-v0", cfg)
     agent.learn(30)
-    replay = agent.agent.replay.storage
+    replay = agent.learner.replay.storage
     n = len(replay)
     # From obs t an n-step transition covers k = min(3, 3 - t) steps up to the terminal state.
     obs = replay.obs[:n, 0]
@@ -113,7 +113,7 @@ def test_every_flag_trains_saves_and_loads(flags: dict, tmp_path) -> None:
     agent = DQN("CartPole-v1", cfg, run_dir=tmp_path / "run")
     agent.learn()
     assert 1500 <= agent.counters.step < 1500 + cfg.num_envs
-    assert agent.agent.num_updates > 0
+    assert agent.learner.num_updates > 0
     rows = (tmp_path / "run" / "evals.csv").read_text().splitlines()
     assert len(rows) == 1 + 2
     loaded = DQN.load(tmp_path / "run" / "final")
@@ -134,13 +134,13 @@ def test_same_seed_one_thread_is_identical() -> None:
     for _ in range(2):
         agent = DQN("CartPole-v1", cfg)
         agent.learn()
-        runs.append(agent.agent.tensors())
+        runs.append(agent.learner.tensors())
     for key in runs[0]:
         assert torch.equal(runs[0][key], runs[1][key]), key
     other = DQN("CartPole-v1", cfg.replace(seed=1))
     other.learn()
     assert not torch.equal(
-        other.agent.tensors()["q_net.body.0.weight"], runs[0]["q_net.body.0.weight"]
+        other.learner.tensors()["q_net.body.0.weight"], runs[0]["q_net.body.0.weight"]
     )
 
 
@@ -148,8 +148,8 @@ def test_discrete_observations_are_one_hot() -> None:
     cfg = DQNConfig(total_steps=600, learning_starts=100, eval_interval=0, hidden_sizes=(16,))
     agent = DQN("FrozenLake-v1", cfg)
     agent.learn()
-    assert agent.agent.replay.storage.obs.dtype == np.int64
-    assert agent.agent.q_net.body[0].in_features == 16
+    assert agent.learner.replay.storage.obs.dtype == np.int64
+    assert agent.learner.q_net.body[0].in_features == 16
     assert 0 <= agent.predict(5) < 4
 
 
@@ -213,7 +213,7 @@ def test_warm_up_acts_uniformly_at_random(flags: dict) -> None:
     cfg = DQNConfig(total_steps=2_000, learning_starts=1_000, eval_interval=0, **flags)
     agent = DQN("CartPole-v1", cfg)
     agent.learn(1_000)
-    counts = np.bincount(agent.agent.replay.storage.actions[:1_000], minlength=2)
+    counts = np.bincount(agent.learner.replay.storage.actions[:1_000], minlength=2)
     # Binomial(1000, 1/2) has sd 15.8: 400 is 6.3 sd below its mean.
     assert counts.min() >= 400, counts
 
@@ -256,7 +256,7 @@ def test_clip_rewards_clips_what_the_replay_stores_only(
     cfg = TINY.replace(num_envs=num_envs, n_step=n_step, gamma=0.5, clip_rewards=clip)
     agent = DQN("qlearn-test/Rewards-v0", cfg, run_dir=tmp_path / "run")
     agent.learn(24)
-    replay = agent.agent.replay.storage
+    replay = agent.learner.replay.storage
     n = len(replay)
     assert n > 0
     raw = np.array(RewardEnv.REWARDS)
@@ -285,8 +285,8 @@ def recording(agent: DQN) -> dict[str, list[tuple[int, float]]]:
     """Record (step, epsilon) each time the loop asks for epsilon, and (step, beta) of each
     round of updates."""
     seen: dict[str, list[tuple[int, float]]] = {"epsilon": [], "beta": []}
-    learner = agent.agent
-    epsilon, train = learner.epsilon, learner.train
+    learner = agent.learner
+    epsilon, train = learner.epsilon, learner.update
 
     def record_epsilon(step: int) -> float:
         seen["epsilon"].append((step, epsilon(step)))
@@ -297,7 +297,7 @@ def recording(agent: DQN) -> dict[str, list[tuple[int, float]]]:
         return train(num_updates, beta)
 
     learner.epsilon = record_epsilon  # type: ignore[method-assign]
-    learner.train = record_train  # type: ignore[method-assign]
+    learner.update = record_train  # type: ignore[method-assign]
     return seen
 
 
@@ -325,7 +325,7 @@ def test_learn_n_adds_n_steps_and_schedules_span_the_planned_total(num_envs: int
     assert split.counters.step == 200
     split.learn(200)
     assert split.counters.step == whole.counters.step == 400
-    assert split.agent.num_updates == whole.agent.num_updates > 0
+    assert split.learner.num_updates == whole.learner.num_updates > 0
     if num_envs == 1:
         assert split_seen == whole_seen
     else:

@@ -51,7 +51,7 @@ CONFIG = DQNConfig(
 
 
 def stored(agent: DQN) -> dict[str, np.ndarray]:
-    return agent.agent.replay.state_dict()
+    return agent.learner.replay.state_dict()
 
 
 # 15 is mid-episode (episodes end at steps 5, 7, 8, 12, 17, ...): the second call resets the env
@@ -76,7 +76,7 @@ def test_single_env_driver_stores_what_the_vector_driver_stores(
         vector.learn(n)
 
     a, b = stored(single), stored(vector)
-    assert len(single.agent.replay) > 20
+    assert len(single.learner.replay) > 20
     assert a.keys() == b.keys()
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
@@ -87,7 +87,7 @@ def test_single_env_driver_stores_what_the_vector_driver_stores(
 def test_single_env_driver_n_step_returns_hand_computed() -> None:
     agent = DQN(ScriptedEpisodes(), CONFIG.replace(total_steps=7))  # episodes 0 (5) and 1 (2)
     agent.learn()
-    batch = agent.agent.replay.gather(np.arange(len(agent.agent.replay)))
+    batch = agent.learner.replay.gather(np.arange(len(agent.learner.replay)))
     np.testing.assert_array_equal(
         batch.obs, [[0, 0], [0, 1], [0, 2], [0, 3], [0, 4], [1, 0], [1, 1]]
     )

@@ -73,6 +73,6 @@ def test_the_agent_does_not_depend_on_the_global_generator() -> None:
         torch.manual_seed(global_seed)
         agent = DQN("CartPole-v1", CFG.replace(noisy=True))
         agent.learn()
-        runs.append(agent.agent.tensors())
+        runs.append(agent.learner.tensors())
     for key in runs[0]:
         assert torch.equal(runs[0][key], runs[1][key]), key

@@ -61,10 +61,12 @@ class Snapshot:
     @classmethod
     def of(cls, agent: DQN) -> Snapshot:
         return cls(
-            tensors={k: v.detach().clone() for k, v in agent.agent.tensors().items()},
-            replay={k: v.copy() for k, v in agent.agent.replay.state_dict().items()},
+            tensors={k: v.detach().clone() for k, v in agent.learner.tensors().items()},
+            replay={k: v.copy() for k, v in agent.learner.replay.state_dict().items()},
             counters=dataclasses.asdict(agent.counters),
-            agent_counters=copy.deepcopy(agent.agent.counters()),
+            agent_counters=copy.deepcopy(
+                {"num_updates": agent.learner.num_updates, **agent.learner.rng_state()}
+            ),
         )
 
 
@@ -142,23 +144,24 @@ def test_loaded_state_equals_saved_state(runs: dict[str, Any]) -> None:
     RNG state and the replay arrays come back exactly as saved."""
     loaded = DQN.load(runs["checkpoint"], with_replay=True)
     assert_same_state(Snapshot.of(loaded), runs["stopped_half"])
-    saved_opt = runs["in_process"].agent.optimizer.state_dict()["param_groups"]
-    assert loaded.agent.optimizer.state_dict()["param_groups"] == saved_opt
-    assert any(k.startswith("optim.") and k.endswith("exp_avg_sq") for k in loaded.agent.tensors())
-    replay, saved = loaded.agent.replay, runs["stopped_half"].replay
+    saved_opt = runs["in_process"].learner.optimizer.state_dict()["param_groups"]
+    assert loaded.learner.optimizer.state_dict()["param_groups"] == saved_opt
+    tensors = loaded.learner.tensors()
+    assert any(k.startswith("optim.") and k.endswith("exp_avg_sq") for k in tensors)
+    replay, saved = loaded.learner.replay, runs["stopped_half"].replay
     assert (replay.storage.pos, replay.storage.size) == tuple(saved["replay.pos"]) == (HALF, HALF)
     # The restored numpy generator continues the saved stream.
     expected = np.random.default_rng()
     expected.bit_generator.state = runs["stopped_half"].agent_counters["numpy_rng"]
-    assert loaded.agent.rng.random(5).tolist() == expected.random(5).tolist()
+    assert loaded.learner.rng.random(5).tolist() == expected.random(5).tolist()
 
 
 def test_load_without_replay_keeps_weights_and_counters(runs: dict[str, Any]) -> None:
     loaded = DQN.load(runs["checkpoint"])
-    assert len(loaded.agent.replay) == 0
+    assert len(loaded.learner.replay) == 0
     saved = runs["stopped_half"]
     for key, value in saved.tensors.items():
-        assert torch.equal(loaded.agent.tensors()[key], value), key
+        assert torch.equal(loaded.learner.tensors()[key], value), key
     assert dataclasses.asdict(loaded.counters) == saved.counters
 
 
@@ -195,8 +198,8 @@ def test_straight_vs_resumed_run(runs: dict[str, Any]) -> None:
     assert straight.counters.step == resumed.counters.step == TOTAL
     assert straight.counters.target_step == resumed.counters.target_step == TOTAL
     assert straight.counters.num_evals == resumed.counters.num_evals == TOTAL // HALF
-    assert straight.agent.num_updates == resumed.agent.num_updates
-    s, r = straight.agent.replay.storage, resumed.agent.replay.storage
+    assert straight.learner.num_updates == resumed.learner.num_updates
+    s, r = straight.learner.replay.storage, resumed.learner.replay.storage
     assert len(s) == len(r) == TOTAL
     for name in ("obs", "next_obs", "actions", "returns", "terminated"):
         np.testing.assert_array_equal(getattr(s, name)[:HALF], getattr(r, name)[:HALF])

@@ -4,7 +4,7 @@ Names are re-exported as `X as X` (PEP 484's explicit re-export), one per line, 
 agent's exports are appended as lines without a shared `__all__` to edit.
 """
 
-from qlearn.agents.dqn import DQNAgent as DQNAgent
+from qlearn.agents.dqn import DQNLearner as DQNLearner
 from qlearn.agents.tabular import EpisodeMetrics as EpisodeMetrics
 from qlearn.agents.tabular import TabularQAgent as TabularQAgent
 from qlearn.agents.tabular import TrainingMetrics as TrainingMetrics

@@ -155,7 +155,7 @@ def check_network_fits(layout: NetworkLayout, advice: str = "lower hidden_sizes"
     )
 
 
-class DQNAgent:
+class DQNLearner:
     """A DQN learner for one env spec.
 
     Its randomness comes from the config's seed through its own generators: `rng` (numpy:
@@ -348,7 +348,7 @@ class DQNAgent:
         tensor = torch.from_numpy(array)
         return tensor if self.device.type == "cpu" else tensor.to(self.device, non_blocking=True)
 
-    def train(self, num_updates: int, beta: float = 1.0) -> dict[str, float]:
+    def update(self, num_updates: int = 1, beta: float = 1.0) -> dict[str, float]:
         """`num_updates` gradient steps under the current target network.
 
         Args:
@@ -362,7 +362,7 @@ class DQNAgent:
         if self.engine is None:
             metrics: dict[str, float] = {}
             for _ in range(num_updates):
-                metrics = self.update(beta) or metrics
+                metrics = self._update_one(beta) or metrics
             return metrics
         applied, loss, q_mean = self.engine.train(
             self.replay,
@@ -374,8 +374,8 @@ class DQNAgent:
         self.num_updates += applied
         return {"loss": loss, "q_mean": q_mean} if applied else {}
 
-    def update(self, beta: float = 1.0) -> dict[str, float]:
-        """One gradient step on a sampled mini-batch.
+    def _update_one(self, beta: float) -> dict[str, float]:
+        """One gradient step of the torch engine on a sampled mini-batch.
 
         Args:
             beta: importance-weight exponent for prioritized replay.
@@ -385,8 +385,6 @@ class DQNAgent:
             under `on_nonfinite = "skip"`.
         """
         c = self.config
-        if self.engine is not None:
-            return self.train(1, beta)
         batch = self.replay.sample(c.batch_size, self.rng, beta=beta)
         if c.noisy:
             self.q_net.reset_noise(self.torch_rng)
@@ -485,10 +483,10 @@ class DQNAgent:
             q_taken = taken.detach().mean(-1)
         return per_sample, q_taken, per_sample.detach()
 
-    def update_target(self) -> None:
+    def sync_target(self) -> None:
         """Copy the main network into the target (tau = 1) or move it by Polyak averaging."""
         if self.engine is not None:
-            self.engine.update_target(self.config.tau)
+            self.engine.sync_target(self.config.tau)
             return
         with torch.no_grad():
             if self.config.tau >= 1.0:
@@ -537,11 +535,15 @@ class DQNAgent:
             self.torch_rng.set_state(tensors["torch_rng"])
         self._fast_act = self._numpy_policy()
 
-    def counters(self) -> dict[str, Any]:
-        return {"num_updates": self.num_updates, "numpy_rng": self.rng.bit_generator.state}
+    def rng_state(self) -> dict[str, Any]:
+        """The state of `rng` (exploration and replay sampling), as JSON-ready data.
 
-    def load_counters(self, data: dict[str, Any]) -> None:
-        self.num_updates = int(data["num_updates"])
+        `torch_rng`'s state is a tensor and travels with `tensors()`.
+        """
+        return {"numpy_rng": self.rng.bit_generator.state}
+
+    def load_rng_state(self, data: dict[str, Any]) -> None:
+        """Restore what `rng_state()` returned."""
         self.rng.bit_generator.state = data["numpy_rng"]
 
 

@@ -295,7 +295,7 @@ class NumpyMLPEngine:
                 replay.update_priorities(batch.indices, td)
         return applied, *last
 
-    def update_target(self, tau: float) -> None:
+    def sync_target(self, tau: float) -> None:
         """Copy the online weights into the target (tau = 1), or move toward them (Polyak)."""
         if tau >= 1.0:
             np.copyto(self.target_flat, self.flat)

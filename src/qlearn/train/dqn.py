@@ -41,7 +41,7 @@ from threadpoolctl import threadpool_limits
 
 from qlearn import __version__, checkpoint
 from qlearn.agents.dqn import (
-    DQNAgent,
+    DQNLearner,
     check_network_fits,
     network_layout,
     num_crossings,
@@ -248,9 +248,9 @@ class DQN:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.progress = progress_output(progress)
         _check_device(self.config.device)
-        self.agent = DQNAgent(spec, self.config)
+        self.learner = DQNLearner(spec, self.config)
         if not lazy_replay:
-            _ = self.agent.replay
+            _ = self.learner.replay
         self.counters = Counters()
         self._eval_env: gym.Env | None = None
         self.last_metrics: dict[str, float] = {}
@@ -296,7 +296,7 @@ class DQN:
         single = array.shape == self.spec.obs_shape or (
             self.spec.obs_kind == "discrete" and array.ndim == 0
         )
-        actions = self.agent.predict(array[None] if single else array)
+        actions = self.learner.predict(array[None] if single else array)
         return int(actions[0]) if single else actions
 
     def evaluate(self, num_episodes: int = 10, seed: int | None = None) -> EvalResult:
@@ -341,7 +341,7 @@ class DQN:
         env = self._make_single_env()
         try:
             return export_onnx(
-                self.agent,
+                self.learner,
                 env,
                 path,
                 env_id=self.env_id,
@@ -478,7 +478,7 @@ class DQN:
             "env_spec": self.spec.to_dict(),
             "config": self.config.to_dict(),
             "counters": dataclasses.asdict(self.counters),
-            "agent": self.agent.counters(),
+            "agent": {"num_updates": self.learner.num_updates, **self.learner.rng_state()},
         }
 
     def save(self, path: str | Path, *, include_replay: bool = False) -> Path:
@@ -488,7 +488,7 @@ class DQN:
         inf: an update with a finite loss can still make the weights diverge, and such a
         checkpoint must not replace the last good one.
         """
-        tensors = self.agent.tensors()
+        tensors = self.learner.tensors()
         bad = [
             k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()
         ]
@@ -498,7 +498,7 @@ class DQN:
                 f"{' ...' if len(bad) > 3 else ''} hold NaN or inf; not saving {str(path)!r}, "
                 "the last good checkpoint is kept (lower learning_rate or clip gradients)"
             )
-        replay = self.agent.replay.state_dict() if include_replay else None
+        replay = self.learner.replay.state_dict() if include_replay else None
         return checkpoint.write_checkpoint(path, self._meta(), tensors, replay)
 
     def save_checkpoint(self) -> Path:
@@ -567,16 +567,17 @@ class DQN:
             )
         tensors, replay = checkpoint.read_tensors(path, meta, with_replay=with_replay)
         try:
-            self.agent.load_tensors(tensors)
+            self.learner.load_tensors(tensors)
         except (KeyError, RuntimeError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0]
             raise CheckpointError(
                 f"checkpoint {str(path)!r} does not fit the network: {first}"
             ) from None
         try:
-            self.agent.load_counters(agent_counters)
+            self.learner.num_updates = int(agent_counters["num_updates"])
+            self.learner.load_rng_state(agent_counters)
             if replay is not None:
-                self.agent.replay.load_state_dict(replay)
+                self.learner.replay.load_state_dict(replay)
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise CheckpointError(
                 f"checkpoint {str(path)!r} has a malformed counter or replay entry: {exc}"
@@ -707,7 +708,7 @@ class _Run:
     ) -> None:
         self.owner = owner
         self.config = owner.config
-        self.agent = owner.agent
+        self.learner = owner.learner
         self.counters = owner.counters
         self.monitor = monitor
         self.stop = stop
@@ -738,7 +739,7 @@ class _Run:
     # ------------------------------------------------------------------ drivers
     def single_env(self, env: gym.Env) -> None:
         """One env, stepped directly: the fewest Python operations per step."""
-        agent, counters, replay = self.agent, self.counters, self.agent.replay
+        agent, counters, replay = self.learner, self.counters, self.learner.replay
         obs, _ = env.reset(seed=self.reset_seed)
         replay.reset_pending()  # windows of the episodes a previous call left unfinished
         obs = np.asarray(obs)
@@ -769,7 +770,7 @@ class _Run:
     def vector_env(self, envs: gym.vector.VectorEnv) -> None:
         """Vector envs with next-step autoreset: the step after an episode end is a reset step
         that produces no transition, so it is masked out of replay and counters."""
-        c, agent, counters, replay = self.config, self.agent, self.counters, self.agent.replay
+        c, agent, counters, replay = self.config, self.learner, self.counters, self.learner.replay
         num_envs = envs.num_envs
         obs, _ = envs.reset(seed=self.reset_seed)
         replay.reset_pending()  # windows of the episodes a previous call left unfinished
@@ -822,15 +823,15 @@ class _Run:
     def _after_steps(self, before: int, step: int, epsilon: float) -> bool:
         """Advance the counter to `step` and do what falls due in (before, step]: updates,
         target sync, logs, evaluation, checkpoints, a requested stop. True ends training."""
-        c, agent, counters, owner = self.config, self.agent, self.counters, self.owner
+        c, agent, counters, owner = self.config, self.learner, self.counters, self.owner
         counters.step = step
         if step >= c.learning_starts:
             num_updates = (step // c.train_interval - before // c.train_interval) * c.gradient_steps
             if num_updates:
                 beta = per_beta(c, step) if c.prioritized else 1.0
-                self.metrics = agent.train(num_updates, beta) or self.metrics
+                self.metrics = agent.update(num_updates, beta) or self.metrics
             if step // c.target_update_interval != before // c.target_update_interval:
-                agent.update_target()
+                agent.sync_target()
         if step < self.next_event and self.stop.signal is None:
             return False  # nothing else falls due: the common case, kept cheap
         self.next_event = self._next_event(step)
