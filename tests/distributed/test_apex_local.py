@@ -1,0 +1,106 @@
+"""Ape-X inside one process (no Ray): the same classes and loop as a Ray run; the run folder,
+resume, and a failing learner."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qlearn import checkpoint
+from qlearn.config import DQNConfig
+from qlearn.distributed import ApeX, DistributedConfig, is_distributed_run
+from qlearn.distributed import driver as driver_module
+from qlearn.distributed.driver import updates_due
+from qlearn.errors import TrainingError
+from qlearn.train import DQN
+
+ENV = "CartPole-v1"
+CFG = DQNConfig(
+    total_steps=1_200,
+    hidden_sizes=(32,),
+    buffer_size=5_000,
+    batch_size=32,
+    learning_starts=300,
+    train_interval=4,
+    target_update_interval=100,
+    prioritized=True,
+    n_step=3,
+    eval_interval=400,
+    eval_episodes=2,
+    checkpoint_interval=400,
+    checkpoint_minutes=0.0,
+)
+DIST = DistributedConfig(num_actors=2, num_shards=2, block_size=16, broadcast_interval=10)
+
+
+def test_in_process_run_writes_a_run_folder(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    apex = ApeX(ENV, CFG, DIST, run_dir=run, backend="local")
+    agent = apex.learn()
+    # Blocks of >= 16 transitions arrive whole, so the run may pass its target by one block.
+    assert CFG.total_steps <= agent.counters.step < CFG.total_steps + 2 * 16 * 3
+    assert agent.learner.num_updates == updates_due(CFG, agent.counters.step)
+    assert apex.weights_version >= agent.learner.num_updates // DIST.broadcast_interval
+    assert is_distributed_run(run)
+    for name in ("config.toml", "run.json", "episodes.csv", "train.csv", "evals.csv"):
+        assert (run / name).is_file(), name
+    with open(run / "episodes.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == agent.counters.episodes > 0
+    # Warm-up episodes act at random; later ones with one of the two Ape-X rates.
+    rates = sorted({round(float(r["epsilon"]), 8) for r in rows})
+    assert rates[-1] == 1.0 and set(rates[:-1]) <= {0.4, 0.00065536}
+    # eval and play load it as any run: DQN.load reads best/ (else final/).
+    loaded = DQN.load(run)
+    obs = np.zeros((1, 4), dtype=np.float32)
+    if (run / "best").is_dir():
+        assert loaded.counters.best_eval == agent.counters.best_eval
+    final = DQN.load(run / "final")
+    np.testing.assert_allclose(final.learner.q_values(obs), agent.learner.q_values(obs))
+    latest = checkpoint.latest_checkpoint(run)
+    assert latest is not None
+    meta = checkpoint.read_meta(latest)
+    assert meta["distributed"]["num_shards"] == 2
+    _, replay = checkpoint.read_tensors(latest, meta, with_replay=True)
+    assert replay is not None and {k.split(".")[0] for k in replay} == {"shard0", "shard1"}
+
+
+def test_resume_continues_with_the_replay(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    ApeX(ENV, CFG, DIST, run_dir=run, backend="local").learn(600)
+    latest = checkpoint.latest_checkpoint(run)
+    assert latest is not None
+    step = checkpoint.read_meta(latest)["counters"]["step"]
+    resumed = ApeX.resume(run, backend="local")
+    assert resumed.counters.step == step
+    assert resumed._replay_state is not None
+    stored = sum(len(s["replay.actions"]) for s in resumed._replay_state)
+    assert stored > 0  # the shards restart with what they held
+    agent = resumed.learn()
+    assert agent.counters.step >= CFG.total_steps
+    assert agent.learner.num_updates == updates_due(CFG, agent.counters.step)
+
+
+def test_a_failing_learner_stops_the_run_with_a_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    real = driver_module.train_on_batch
+    calls = {"n": 0}
+
+    def dies_later(learner, batch, beta):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] > 150:  # past the first checkpoint at step 400 (updates from step 300)
+            raise RuntimeError("out of memory on the learner")
+        return real(learner, batch, beta)
+
+    monkeypatch.setattr(driver_module, "train_on_batch", dies_later)
+    with pytest.raises(TrainingError, match=r"the learner failed at step \d+ \(out of memory") as e:
+        ApeX(ENV, CFG, DIST, run_dir=run, backend="local").learn()
+    assert f"qlearn train --resume {run}" in str(e.value)
+    monkeypatch.setattr(driver_module, "train_on_batch", real)
+    agent = ApeX.resume(run, backend="local").learn()
+    assert agent.counters.step >= CFG.total_steps
