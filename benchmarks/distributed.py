@@ -136,10 +136,10 @@ def learner_rates(ray: Any, config: Any, seconds: float, num_actors: int) -> dic
         .remote(ENV, spec, config, i, float(eps[i]), 64, 200 + i)
         for i in range(num_actors)
     ]
+    ray.get([a.pid.remote() for a in actors])  # started: their start-up is not measured
     for label, with_actors in (("shard_actor", False), ("shard_actor_with_actors", True)):
         inflight = {}
         if with_actors:
-            ray.get([a.pid.remote() for a in actors])  # started
             for i, a in enumerate(actors):
                 blk, rep = a.collect.options(num_returns=2).remote()
                 inflight[rep] = (i, blk)
