@@ -104,3 +104,28 @@ def test_a_failing_learner_stops_the_run_with_a_checkpoint(
     monkeypatch.setattr(driver_module, "train_on_batch", real)
     agent = ApeX.resume(run, backend="local").learn()
     assert agent.counters.step >= CFG.total_steps
+
+
+def test_cli_resumes_eval_and_plots_a_distributed_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from qlearn.cli import main as cli_main
+
+    def main(args: list[str]) -> None:
+        with pytest.raises(SystemExit) as exit_:
+            cli_main(args)
+        assert exit_.value.code in (0, None)
+
+    run = tmp_path / "run"
+    agent = ApeX(ENV, CFG.replace(total_steps=500), DIST, run_dir=run, backend="local").learn()
+    capsys.readouterr()
+    # A finished run: --resume sees distributed.toml, takes the Ape-X path and, with nothing
+    # left to train, starts no Ray cluster; it reports on the run's models.
+    main(["train", "--resume", str(run), "--no-progress"])
+    out, err = capsys.readouterr()
+    assert f"resuming {run} at step {agent.counters.step}" in err
+    assert f"trained {agent.counters.step} steps" in out
+    main(["eval", str(run), "--episodes", "2"])
+    assert "CartPole-v1: mean return" in capsys.readouterr().out
+    main(["plot", str(run)])
+    assert (run / "learning_curve.png").stat().st_size > 0

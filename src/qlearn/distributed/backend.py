@@ -8,7 +8,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from qlearn.errors import ConfigError
+from qlearn.errors import ConfigError, QlearnError, TrainingError
 
 
 class ActorFailure(Exception):
@@ -118,6 +118,13 @@ class RayBackend:
             return self.ray.get(ref)
         except self.failures as exc:
             raise ActorFailure(str(exc).strip().splitlines()[0]) from exc
+        except self.ray.exceptions.RayTaskError as exc:
+            # An error raised inside a part (an env that fails, a bad config): the part's own
+            # error, not Ray's wrapper with its remote traceback.
+            cause = exc.cause
+            if isinstance(cause, QlearnError):
+                raise cause from None
+            raise TrainingError(f"{type(cause).__name__} in a remote call: {cause}") from None
 
     def wait(self, refs: Sequence[Any], timeout: float) -> list[Any]:
         if not refs:
