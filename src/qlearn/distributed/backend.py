@@ -12,7 +12,14 @@ from qlearn.errors import ConfigError, QlearnError, TrainingError
 
 
 class ActorFailure(Exception):
-    """A call's actor died (its process was killed, its node lost) before it answered."""
+    """A call's actor died (its process was killed, its node lost) before it answered.
+
+    `temporary` is True when Ray says the actor is restarting (the call may be retried) rather
+    than dead."""
+
+    def __init__(self, message: str, temporary: bool = False) -> None:
+        super().__init__(message)
+        self.temporary = temporary
 
 
 class LocalRef:
@@ -117,7 +124,8 @@ class RayBackend:
         try:
             return self.ray.get(ref)
         except self.failures as exc:
-            raise ActorFailure(str(exc).strip().splitlines()[0]) from exc
+            temporary = isinstance(exc, self.ray.exceptions.ActorUnavailableError)
+            raise ActorFailure(str(exc).strip().splitlines()[0], temporary) from exc
         except self.ray.exceptions.RayTaskError as exc:
             # An error raised inside a part (an env that fails, a bad config): the part's own
             # error, not Ray's wrapper with its remote traceback.

@@ -67,6 +67,11 @@ DISTRIBUTED_CONFIG = "distributed.toml"
 """Written in a distributed run's folder: it marks the run as one, for `--resume`."""
 UPDATES_PER_POLL = 16
 """Updates the learner does before looking for finished blocks again."""
+RETRY_SECONDS = 0.5
+"""How long an actor whose call failed waits before it is given work again (while Ray
+restarts its process)."""
+MAX_FAILED_CALLS = 120
+"""Failed calls in a row (a minute of retries) after which an actor counts as gone for good."""
 Backend = LocalBackend | RayBackend
 
 
@@ -376,6 +381,9 @@ class _Loop:
         """The env step up to which the learner has done the single-process schedule's work."""
         self.inflight: dict[Any, tuple[int, Any]] = {}  # report ref -> (actor, block ref)
         self.paused: list[int] = []
+        self.failed_calls = [0] * self.dist.num_actors  # in a row, per actor
+        self.pids: list[int | None] = [None] * self.dist.num_actors
+        self.retry_at: dict[int, float] = {}  # actor -> when to give it work again
         self.samples: collections.deque[tuple[int, Any]] = collections.deque()
         self.adds: collections.deque[tuple[int, Any]] = collections.deque()
         self.next_add_shard = 0
@@ -394,20 +402,32 @@ class _Loop:
         block, report = self.backend.call(self.owner.actors[i], "collect", num_returns=2)
         self.inflight[report] = (i, block)
 
-    def _restart(self, i: int, why: str) -> None:
-        """Actor i died; Ray restarts it. Give it the current weights and work again."""
-        self.owner.actor_restarts += 1
-        limit = self.dist.max_actor_restarts * self.dist.num_actors
-        if self.owner.actor_restarts > limit:
-            raise TrainingError(f"actors died {self.owner.actor_restarts} times ({why})")
-        if self.owner._weights_ref is not None:
-            self.backend.call(
-                self.owner.actors[i],
-                "set_weights",
-                self.owner._weights_ref,
-                self.owner.weights_version,
+    def _restart(self, i: int, failure: ActorFailure) -> None:
+        """A call to actor i failed: Ray is restarting it (up to `max_actor_restarts` times).
+        It is given the current weights and work again after RETRY_SECONDS; an actor that fails
+        every call for MAX_FAILED_CALLS tries in a row (Ray has given up on it) stops the run."""
+        self.failed_calls[i] += 1
+        if self.failed_calls[i] > MAX_FAILED_CALLS:
+            raise TrainingError(
+                f"actor {i} failed {MAX_FAILED_CALLS} calls in a row, after "
+                f"{self.owner.actor_restarts} restarts of all actors (max_actor_restarts = "
+                f"{self.dist.max_actor_restarts} each): {failure}; {self.owner.resume_hint()}"
             )
-        self._collect(i)
+        self.retry_at[i] = time.monotonic() + RETRY_SECONDS
+
+    def _retry(self) -> None:
+        """Put actors whose restart wait is over back to work, with the current weights."""
+        now = time.monotonic()
+        for i in [i for i, t in self.retry_at.items() if t <= now]:
+            del self.retry_at[i]
+            if self.owner._weights_ref is not None:
+                self.backend.call(
+                    self.owner.actors[i],
+                    "set_weights",
+                    self.owner._weights_ref,
+                    self.owner.weights_version,
+                )
+            self._collect(i)
 
     def _receive(self, timeout: float) -> int:
         """Route finished blocks to shards; returns the env steps they brought."""
@@ -418,8 +438,12 @@ class _Loop:
             try:
                 report: ActorReport = self.backend.get(ref)
             except ActorFailure as exc:
-                self._restart(i, str(exc))
+                self._restart(i, exc)
                 continue
+            self.failed_calls[i] = 0
+            if self.pids[i] is not None and report.pid != self.pids[i]:
+                self.owner.actor_restarts += 1  # a new process answers for actor i
+            self.pids[i] = report.pid
             k = self.next_add_shard
             self.next_add_shard = (k + 1) % len(self.owner.shards)
             self.adds.append((k, self.backend.call(self.owner.shards[k], "add", block)))
@@ -520,8 +544,12 @@ class _Loop:
         while counters.step < total:
             owed = updates_due(c, counters.step) - self.learner.num_updates
             before = counters.step
+            self._retry()
             if self.inflight:
-                counters.step += self._receive(0.0 if owed > 0 else 1.0)
+                wait = 0.0 if owed > 0 else (RETRY_SECONDS if self.retry_at else 1.0)
+                counters.step += self._receive(wait)
+            elif self.retry_at and owed <= 0:
+                time.sleep(RETRY_SECONDS / 5)  # every actor is restarting
             self._check_adds()
             # At the end, the learner catches up: the final weights have had every update a
             # single-process run makes by this step.

@@ -94,6 +94,8 @@ class ActorReport:
     episode_lengths: list[int]
     epsilon: float
     weights_version: int
+    pid: int
+    """The actor's process: a new one means Ray restarted the actor."""
 
 
 def network_weights(learner: DQNLearner) -> dict[str, np.ndarray]:
@@ -253,7 +255,9 @@ class Actor:
                 self._discounts[block.steps],
                 block.terminated,
             )
-        report = ActorReport(self.index, steps, returns, lengths, epsilon, self.weights_version)
+        report = ActorReport(
+            self.index, steps, returns, lengths, epsilon, self.weights_version, os.getpid()
+        )
         return block, report
 
 
