@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from qlearn import checkpoint
 from qlearn.config import DQNConfig
 from qlearn.distributed import ApeX, DistributedConfig, is_distributed_run
 from qlearn.distributed import driver as driver_module
+from qlearn.distributed.backend import ActorFailure, LocalBackend
 from qlearn.distributed.driver import updates_due
 from qlearn.errors import TrainingError
 from qlearn.train import DQN
@@ -129,3 +131,50 @@ def test_cli_resumes_eval_and_plots_a_distributed_run(
     assert "CartPole-v1: mean return" in capsys.readouterr().out
     main(["plot", str(run)])
     assert (run / "learning_curve.png").stat().st_size > 0
+
+
+class _OneActorDies(LocalBackend):
+    """In-process backend where actor 0's first collect after the warm-up fails as a killed
+    process's would, and a new process (another pid) answers for it afterwards."""
+
+    def __init__(self) -> None:
+        self.failed = False
+        self.weights_after_failure: list[int] = []
+
+    def call(self, handle: Any, method: str, *args: Any, num_returns: int = 1) -> Any:
+        if self.failed and getattr(handle, "index", None) == 0 and method == "set_weights":
+            self.weights_after_failure.append(args[1])
+        out = super().call(handle, method, *args, num_returns=num_returns)
+        if method != "collect" or handle.index != 0:
+            return out
+        block, report = out
+        if not self.failed and handle.weights_version >= 0:
+            self.failed = True
+            return block, _Failed()
+        if self.failed:
+            report.value.pid += 1  # the restarted process
+        return block, report
+
+    def get(self, ref: Any) -> Any:
+        if isinstance(ref, _Failed):
+            raise ActorFailure("The actor died unexpectedly before finishing this task.")
+        return super().get(ref)
+
+
+class _Failed:
+    """The reference of a call whose actor died."""
+
+
+def test_a_dead_actor_gets_the_weights_and_work_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = _OneActorDies()
+    monkeypatch.setattr(ApeX, "_make_backend", lambda self: backend)
+    monkeypatch.setattr(driver_module, "RETRY_SECONDS", 0.0)  # no wait for a restart here
+    apex = ApeX(ENV, CFG.replace(checkpoint_interval=0), DIST, backend="local")
+    agent = apex.learn()
+    assert backend.failed
+    assert agent.counters.step >= CFG.total_steps  # training went on
+    assert apex.actor_restarts == 1  # one new process answered for actor 0
+    # Back from the dead, actor 0 got the latest weights before any broadcast could reach it.
+    assert backend.weights_after_failure and backend.weights_after_failure[0] >= 0
