@@ -275,16 +275,20 @@ def main() -> None:
     # Ape-X's prioritized replay, priorities from the actors: what the throughput figures cost.
     prioritized = cartpole.replace(prioritized=True)
     record: dict[str, Any] = {"env": ENV, "preset": "cartpole", "quick": quick}
-    seconds = 1.0 if quick else args.seconds
+    seconds = 0.5 if quick else args.seconds
     if "throughput" in sections:
         ray = _ray_init(num_cpus=os.cpu_count() or 2)
         try:
-            counts = [1, 2] if quick else [1, 2, 4]
+            counts = [1] if quick else [1, 2, 4]
             record["collect_steps_per_s"] = {
                 str(n): collect_rate(ray, prioritized, n, seconds) for n in counts
             }
-            record["learner_updates_per_s"] = learner_rates(ray, prioritized, seconds, 2)
-            record["messages"] = message_costs(ray, prioritized, 4, 5 if quick else 50)
+            record["learner_updates_per_s"] = learner_rates(
+                ray, prioritized, seconds, 1 if quick else 2
+            )
+            record["messages"] = message_costs(
+                ray, prioritized, 1 if quick else 4, 3 if quick else 50
+            )
             record["broadcast_bytes_lunarlander_net"] = weight_bytes(
                 "LunarLander-v3", load_preset("lunarlander")
             )
@@ -306,7 +310,9 @@ def main() -> None:
         for seed in args.seeds:
             config = cartpole.replace(seed=seed)
             if quick:
-                config = config.replace(total_steps=3000, eval_interval=1000, eval_episodes=2)
+                config = config.replace(
+                    total_steps=1000, learning_starts=500, eval_interval=500, eval_episodes=1
+                )
             for actors in [0, 2] if quick else [0, 2, 4]:
                 with tempfile.TemporaryDirectory() as tmp:
                     rows.append(solve(config, actors, Path(tmp) / "run"))
