@@ -17,7 +17,7 @@ from qlearn.distributed import driver as driver_module
 from qlearn.distributed.backend import ActorFailure, LocalBackend
 from qlearn.distributed.driver import updates_due
 from qlearn.errors import TrainingError
-from qlearn.train import DQN
+from qlearn.train import DQN, TrainingInterrupted
 
 ENV = "CartPole-v1"
 CFG = DQNConfig(
@@ -178,3 +178,24 @@ def test_a_dead_actor_gets_the_weights_and_work_again(
     assert apex.actor_restarts == 1  # one new process answered for actor 0
     # Back from the dead, actor 0 got the latest weights before any broadcast could reach it.
     assert backend.weights_after_failure and backend.weights_after_failure[0] >= 0
+
+
+def test_ctrl_c_leaves_a_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+    real = driver_module.train_on_batch
+    calls = {"n": 0}
+
+    def interrupted_later(learner, batch, beta):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 50:
+            raise KeyboardInterrupt
+        return real(learner, batch, beta)
+
+    monkeypatch.setattr(driver_module, "train_on_batch", interrupted_later)
+    cfg = CFG.replace(checkpoint_interval=0)  # the only checkpoint is the interrupt's
+    with pytest.raises(TrainingInterrupted, match="SIGINT at step") as e:
+        ApeX(ENV, cfg, DIST, run_dir=run, backend="local").learn()
+    latest = checkpoint.latest_checkpoint(run)
+    assert latest is not None and str(latest) in str(e.value)
+    monkeypatch.setattr(driver_module, "train_on_batch", real)
+    assert ApeX.resume(run, backend="local").learn().counters.step >= CFG.total_steps

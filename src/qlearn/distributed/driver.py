@@ -60,6 +60,7 @@ from qlearn.train.dqn import (
     FINAL,
     KEEP_CHECKPOINTS,
     TRAIN_LOG_INTERVAL,
+    TrainingInterrupted,
     _no_checkpoint_message,
 )
 
@@ -306,6 +307,14 @@ class ApeX:
                 agent.save(self.run_dir / FINAL)
                 if c.checkpoint_interval or c.checkpoint_minutes:
                     self.save_checkpoint()
+        except KeyboardInterrupt:
+            # Ctrl-C: a checkpoint to continue from, while the shards still answer.
+            where = None
+            if self.run_dir is not None:
+                with contextlib.suppress(Exception):
+                    where = self.save_checkpoint()
+            saved = f"; checkpoint saved to {where}" if where else ""
+            raise TrainingInterrupted(f"SIGINT at step {counters.step}{saved}") from None
         finally:
             monitor.close()
             for handle in [*self.actors, *self.shards]:
