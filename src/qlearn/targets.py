@@ -49,7 +49,7 @@ Array = TypeVar("Array", np.ndarray, Tensor)
 def _check_transition(returns: Array, discounts: Array, terminated: Array, batch: int) -> None:
     # A (B, 1) array broadcast against a (B,) one silently yields (B, B): refuse it loudly.
     for name, x in (("returns", returns), ("discounts", discounts), ("terminated", terminated)):
-        if tuple(x.shape) != (batch,):
+        if x.shape != (batch,):  # a torch.Size is a tuple
             raise TrainingError(
                 f"{name} has shape {tuple(x.shape)}; allowed: ({batch},), one value per sample"
             )
@@ -63,6 +63,8 @@ def _check_matrix(name: str, x: Array, batch: int | None = None) -> None:
 
 def _cast(x: Array, like: Array) -> Array:
     """`x` in `like`'s dtype (a no-op when it already is); both of one backend."""
+    if x.dtype == like.dtype:  # never true across backends: np.float32 != torch.float32
+        return x
     if isinstance(like, Tensor):
         if not isinstance(x, Tensor):
             raise TrainingError(

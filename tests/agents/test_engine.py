@@ -13,12 +13,17 @@ from safetensors.torch import load_file
 
 from qlearn import DQN
 from qlearn.agents.dqn import DQNLearner
-from qlearn.agents.engine import TorchEngine, UpdateEngine, UpdateResult, raise_on_nonfinite
+from qlearn.agents.engine import (
+    TorchEngine,
+    UpdateEngine,
+    UpdateResult,
+    batch_rows,
+    raise_on_nonfinite,
+)
 from qlearn.agents.numpy_mlp import NumpyMLPEngine
 from qlearn.config import DQNConfig
 from qlearn.envs import EnvSpec
 from qlearn.errors import TrainingError
-from qlearn.replay import Batch
 
 DATA = Path(__file__).parent.parent / "data"
 BOX = EnvSpec("box", (4,), "float32", 2)
@@ -105,10 +110,7 @@ def test_steps_of_one_batch_equal_one_step_per_slice(engine: str) -> None:
     batch = together.replay.sample(24, np.random.default_rng(4))
     result = together.engine.update(batch, 3)
     for i in range(3):
-        rows = slice(8 * i, 8 * (i + 1))
-        last = apart.engine.update(
-            Batch(*(getattr(batch, f.name)[rows] for f in dataclasses.fields(Batch)))
-        )
+        last = apart.engine.update(batch_rows(batch, 8 * i, 8 * (i + 1)))
     assert result.num_applied == 3
     assert result.priorities is None  # not prioritized
     assert (result.loss, result.q_mean) == pytest.approx((last.loss, last.q_mean), rel=1e-6)

@@ -48,7 +48,7 @@ def raise_on_nonfinite(loss: float, applied: int) -> None:
     raise TrainingError(f"non-finite loss ({loss}) after {applied} gradient steps")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(slots=True)
 class UpdateResult:
     """What `UpdateEngine.update` did.
 
@@ -169,6 +169,14 @@ def rows_per_step(batch: Batch, num_steps: int) -> int:
     return rows // num_steps
 
 
+def new_priorities(prioritized: bool, rows: int, num_steps: int) -> np.ndarray | None:
+    """Room for the priorities of a several-step update (NaN until a step fills its rows);
+    None for one step, whose priorities are its own array, or without prioritized replay."""
+    if not prioritized or num_steps == 1:
+        return None
+    return np.full(rows, np.nan, np.float32)
+
+
 def batch_rows(batch: Batch, start: int, stop: int) -> Batch:
     """Rows [start, stop) of a batch, as views."""
     rows = slice(start, stop)
@@ -234,7 +242,7 @@ class TorchEngine:
     ) -> UpdateResult:
         c = self.config
         rows = rows_per_step(batch, num_steps)
-        priorities = np.full(len(batch.actions), np.nan, np.float32) if c.prioritized else None
+        priorities = new_priorities(c.prioritized, len(batch.actions), num_steps)
         applied, loss_value, q_mean, norms = 0, math.nan, math.nan, {}
         for i in range(num_steps):
             part = batch if num_steps == 1 else batch_rows(batch, i * rows, (i + 1) * rows)
@@ -261,6 +269,8 @@ class TorchEngine:
             applied += 1
             if priorities is not None:
                 priorities[i * rows : (i + 1) * rows] = priority.cpu().numpy()
+            elif c.prioritized:  # one step: its priorities are the result's
+                priorities = priority.cpu().numpy()
         return UpdateResult(applied, loss_value, q_mean, priorities, norms)
 
     def _loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -33,6 +33,7 @@ from qlearn.agents.engine import (
     NonfiniteHandler,
     UpdateResult,
     join_state,
+    new_priorities,
     raise_on_nonfinite,
     rows_per_step,
     split_state,
@@ -188,7 +189,7 @@ class NumpyMLPEngine:
         td_all = None
         if not c.double_q:
             td_all = targets.td_target(returns, discounts, terminated, next_target)
-        priorities = np.full(len(x_all), np.nan, np.float32) if c.prioritized else None
+        priorities = new_priorities(c.prioritized, len(x_all), num_steps)
         applied, last = 0, (math.nan, math.nan)
         for i in range(num_steps):
             part = slice(i * rows, (i + 1) * rows)
@@ -216,6 +217,8 @@ class NumpyMLPEngine:
             last = (loss, q_mean)
             if priorities is not None:
                 priorities[part] = td
+            elif c.prioritized:  # one step: its priorities are the result's
+                priorities = td
         if applied:
             self._online_stale = True
         return UpdateResult(applied, *last, priorities)
