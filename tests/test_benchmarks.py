@@ -149,3 +149,17 @@ def test_common_scaffolding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
     table = common.markdown_table(["x", "y"], [[1, "a"], [2.5, ""]])
     assert table == "| x | y |\n|---|---|\n| 1 | a |\n| 2.5 |  |"
+
+
+def test_tune_script(tmp_path: Path) -> None:
+    out = run_script(
+        "tune.py", "--quick", "--env", "CartPole-v1", "--results", str(tmp_path),
+        "--study-dir", str(tmp_path / "studies"),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert "| CartPole-v1 | tuned |" in out and "| CartPole-v1 | default |" in out
+    result = json.loads((tmp_path / "tune_cartpole_quick.json").read_text())
+    assert result["fresh_seeds"] == [100, 101]
+    assert len(result["scores"]["tuned"]) == len(result["scores"]["default"]) == 2
+    assert (tmp_path / "tune_cartpole_quick.png").is_file()
+    assert (tmp_path / "studies" / "cartpole" / "best.toml").is_file()

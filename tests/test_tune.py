@@ -368,3 +368,11 @@ def test_an_interrupt_stops_the_study_and_queues_the_trial_again(
     records = [trial_record(t) for t in run_study(tmp_path).get_trials()]
     assert [r.state for r in records] == ["failed", "complete", "complete"]
     assert records[1].params == stopped[0].params
+
+
+def test_the_docs_show_the_default_space() -> None:
+    from qlearn.tune import DEFAULT_SPACE_TOML
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "tune.md").read_text()
+    entries = [line for line in DEFAULT_SPACE_TOML.splitlines() if not line.startswith("#")]
+    assert entries and all(line in page for line in entries)
