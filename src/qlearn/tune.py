@@ -702,16 +702,21 @@ def _worker(
     folder: str, setup_json: str, num_trials: int, timeout_s: float | None, index: int
 ) -> None:
     """One worker process of `run_study(jobs=N)`: its share of the trials, on the shared file."""
+    from qlearn.train import TrainingInterrupted
+
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     setup = TuneSetup.from_json(setup_json)
     with _quiet_optuna():
         study = _load(Path(folder), setup, worker=index)
-        study.optimize(
-            lambda trial: objective(trial, setup),
-            n_trials=num_trials,
-            timeout=timeout_s,
-            gc_after_trial=True,
-        )
+        # A stop (the parent's Ctrl-C or terminate) ends the worker quietly: the objective has
+        # already queued the trial it interrupted.
+        with contextlib.suppress(TrainingInterrupted, KeyboardInterrupt):
+            study.optimize(
+                lambda trial: objective(trial, setup),
+                n_trials=num_trials,
+                timeout=timeout_s,
+                gc_after_trial=True,
+            )
 
 
 def _finished(study: optuna.Study, seen: set[int]) -> list[optuna.trial.FrozenTrial]:
@@ -764,11 +769,11 @@ def _run_processes(
             if process.is_alive():
                 process.terminate()
             process.join()
-    crashed = [p.name for p in processes if p.exitcode not in (0, None)]
+    crashed = [p for p in processes if p.exitcode not in (0, None)]
     if crashed:
         raise TrainingError(
-            f"worker {crashed[0]} exited with code {processes[0].exitcode}; the study keeps the "
-            "trials finished so far (continue it with --resume)"
+            f"worker {crashed[0].name} exited with code {crashed[0].exitcode}; the study keeps "
+            "the trials finished so far (continue it with --resume)"
         )
 
 
