@@ -251,6 +251,15 @@ def test_the_report_files(finished_study: Path) -> None:
         assert (finished_study / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_same_sampler_seed_runs_the_same_study(finished_study: Path, tmp_path: Path) -> None:
+    create_study(tmp_path, small_setup())
+    again = run_study(tmp_path).get_trials()
+    first = study_of(finished_study).get_trials()
+    assert [t.params for t in again] == [t.params for t in first]
+    assert [t.value for t in again] == [t.value for t in first]
+    assert len({t.params["learning_rate"] for t in first}) == 3  # and it did search
+
+
 def test_a_new_study_refuses_a_used_folder(finished_study: Path) -> None:
     with pytest.raises(ConfigError, match="already holds a study; continue it with --resume"):
         create_study(finished_study, small_setup())
@@ -324,17 +333,18 @@ def test_a_killed_study_resumes_and_reruns_the_interrupted_trial(tmp_path: Path)
 
 
 def test_parallel_workers_share_the_sqlite_file(tmp_path: Path) -> None:
-    create_study(tmp_path, small_setup(trials=4))
+    create_study(tmp_path, small_setup(trials=2, seeds=(0, 1)))
     seen = []
     study = run_study(tmp_path, jobs=2, on_trial=seen.append)
-    states = [t.state for t in study.get_trials()]
-    assert states == [optuna.trial.TrialState.COMPLETE] * 4
-    assert sorted(r.number for r in seen) == [0, 1, 2, 3]
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert sorted(r.number for r in seen) == [0, 1]
+    assert all(t.value == pytest.approx(iqm(t.user_attrs["scores"])) for t in trials)
 
 
 def test_trials_run_as_ray_tasks(tmp_path: Path) -> None:
     pytest.importorskip("ray")
-    create_study(tmp_path, small_setup(trials=2))
+    create_study(tmp_path, small_setup(trials=2, seeds=(0, 1)))
     seen = []
     study = run_study(tmp_path, jobs=2, ray_address="local", on_trial=seen.append)
     trials = study.get_trials()
