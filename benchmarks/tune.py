@@ -7,8 +7,10 @@ step budget on `--seeds` seeds that no trial used, each scored by the greedy mea
 held-out episodes. Writes `tune_<env>.json` and `tune_<env>.png` to the results folder, and the
 study (SQLite, trials CSV, plots, best config) to `--study-dir`.
 
-    python benchmarks/tune.py --env Acrobot-v1 --steps 50000 --minutes 20
-    python benchmarks/tune.py --env MountainCar-v0 --steps 100000 --minutes 20
+    python benchmarks/tune.py --env Acrobot-v1 --steps 30000 --minutes 35 --startup-trials 5 \
+        --space benchmarks/tune_space.toml
+    python benchmarks/tune.py --env MountainCar-v0 --steps 80000 --minutes 35 --startup-trials 5 \
+        --space benchmarks/tune_space.toml
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--seeds", type=parse_seeds, default=FRESH_SEEDS, help="fresh seeds")
     parser.add_argument("--study-dir", type=Path, default=Path("runs/tune_benchmark"))
+    parser.add_argument(
+        "--space", type=Path, default=None, help="space file (default: the default space)"
+    )
     add_results(parser, "the JSON and the figure")
     add_quick(parser)
     args = parser.parse_args()
@@ -50,7 +55,7 @@ def main() -> None:
         TuneSetup,
         config_toml,
         create_study,
-        default_space,
+        load_space,
         run_study,
         train_seeds,
         write_report,
@@ -63,7 +68,7 @@ def main() -> None:
     setup = TuneSetup(
         env_id=args.env,
         base=DQNConfig(),
-        space=default_space(),
+        space=load_space(args.space),
         steps=args.steps,
         seeds=tuple(range(args.tune_seeds)),
         trials=args.trials,
@@ -73,7 +78,7 @@ def main() -> None:
         f"qlearn tune {args.env} --trials {args.trials} --steps {args.steps} "
         f"--seeds {args.tune_seeds} --startup-trials {args.startup_trials} --jobs {args.jobs} "
         f"--timeout-minutes {args.minutes:g}"
-    )
+    ) + (f" --space {args.space.as_posix()}" if args.space else "")
     create_study(folder, setup)
     t0 = time.perf_counter()
     run_study(folder, jobs=args.jobs, timeout_s=60.0 * args.minutes)
