@@ -386,3 +386,20 @@ def test_the_docs_show_the_default_space() -> None:
     page = (Path(__file__).resolve().parent.parent / "docs" / "tune.md").read_text()
     entries = [line for line in DEFAULT_SPACE_TOML.splitlines() if not line.startswith("#")]
     assert entries and all(line in page for line in entries)
+
+
+def test_a_space_with_none_and_text_choices_round_trips(tmp_path: Path) -> None:
+    space = parse_space(
+        {
+            "include_defaults": False,
+            "max_grad_norm": {"choices": ["none", 10.0]},
+            "loss": {"choices": ["huber", "mse"]},
+        }
+    )
+    assert space["max_grad_norm"].choices == (None, 10.0)
+    path = tmp_path / "space.toml"
+    path.write_text(space_to_toml(space))
+    assert load_space(path) == space
+    fixed = optuna.trial.FixedTrial({"max_grad_norm": None, "loss": "mse"})
+    config = sample_config(fixed, space, DQNConfig())
+    assert (config.max_grad_norm, config.loss) == (None, "mse")

@@ -84,7 +84,8 @@ class Param:
         """Draw this parameter's value for `trial` (a field value, decoded from Optuna's)."""
         if self.choices is not None:
             encoded = [_encode_choice(c) for c in self.choices]
-            return _decode_choice(trial.suggest_categorical(self.name, encoded))
+            drawn = trial.suggest_categorical(self.name, encoded)
+            return _decode_widths(drawn) if isinstance(self.choices[0], tuple) else drawn
         assert self.low is not None and self.high is not None
         if _base_type(self.name) is int:
             return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
@@ -93,7 +94,7 @@ class Param:
     def to_dict(self) -> dict[str, Any]:
         """The TOML table this parameter is written as in a space file."""
         if self.choices is not None:
-            return {"choices": [list(c) if isinstance(c, tuple) else c for c in self.choices]}
+            return {"choices": [_toml_choice(c) for c in self.choices]}
         return {"low": self.low, "high": self.high, "log": self.log}
 
 
@@ -122,10 +123,13 @@ def _encode_choice(value: Any) -> Any:
     return ",".join(str(v) for v in value) if isinstance(value, tuple) else value
 
 
-def _decode_choice(value: Any) -> Any:
-    if isinstance(value, str) and value and all(p.strip().isdigit() for p in value.split(",")):
-        return tuple(int(p) for p in value.split(","))
-    return value
+def _decode_widths(value: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in value.split(","))
+
+
+def _toml_choice(value: Any) -> Any:
+    # TOML has no null: `none` is what `coerce` reads back as None.
+    return list(value) if isinstance(value, tuple) else "none" if value is None else value
 
 
 def _field_type(name: str) -> Any:
