@@ -24,6 +24,7 @@ from common import add_quick, add_results, make_parser, markdown_table, parse_se
 
 # rl-baselines3-zoo's benchmark table (DQN, tuned, mean return over its evaluation episodes).
 ZOO_REFERENCE = {"Acrobot-v1": -76.6, "MountainCar-v0": -100.8, "CartPole-v1": 500.0}
+ZOO_STEPS = {"Acrobot-v1": 100_000, "MountainCar-v0": 120_000, "CartPole-v1": 50_000}
 FRESH_SEEDS = "100,101,102,103,104,105,106,107,108,109"
 EVAL_EPISODES = 20
 
@@ -135,6 +136,7 @@ def main() -> None:
             "high": improvement.high,
         },
         "zoo_reference": ZOO_REFERENCE.get(args.env),
+        "zoo_steps": ZOO_STEPS.get(args.env),
     }
     args.results.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if args.quick else ""
@@ -191,7 +193,9 @@ def draw(record: dict, path: Path) -> None:
             capsize=6,
         )
     if record["zoo_reference"] is not None:
-        ax.axhline(record["zoo_reference"], color="C1", linestyle="--", label="zoo (tuned)")
+        steps = record.get("zoo_steps")
+        label = f"zoo, tuned, {steps:,} steps" if steps else "zoo, tuned"
+        ax.axhline(record["zoo_reference"], color="C1", linestyle="--", label=label)
         ax.legend(loc="best")
     ax.set_xticks([0, 1], ["default", "tuned"])
     ax.set_ylabel(f"held-out mean return ({record['eval_episodes']} episodes)")

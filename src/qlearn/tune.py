@@ -966,7 +966,7 @@ def write_report(folder: str | Path, header: str = "") -> StudyReport:
 
     folder = Path(folder)
     setup = load_setup(folder)
-    with _quiet_optuna():
+    with _quiet_optuna(), contextlib.ExitStack() as stack:
         study = _load(folder, setup)
         trials = study.get_trials(deepcopy=False)
         records = [trial_record(t) for t in trials]
@@ -983,10 +983,14 @@ def write_report(folder: str | Path, header: str = "") -> StudyReport:
                 config_toml(config, header, keep=[n for n in setup.space if n != REPLAY_RATIO]),
             )
             files.append(folder / BEST_CONFIG_FILE)
+            import matplotlib.pyplot as plt
             from optuna.visualization import matplotlib as vis
 
             # Optuna warns when the importances come out equal (few trials); the plot shows it.
             warnings.simplefilter("ignore", UserWarning)
+            # Its plots switch matplotlib to the ggplot style for the whole process; keep that
+            # inside this report.
+            stack.enter_context(plt.rc_context())
 
             axes = vis.plot_optimization_history(study, target_name="IQM return")
             files.append(_save(axes.figure, folder / HISTORY_PLOT, bbox_inches="tight"))
