@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from qlearn.cli.app import app
+from qlearn.cli.app import app, set_option
 from qlearn.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -93,10 +93,7 @@ def tune(
         Path | None,
         typer.Option("--config", help="TOML file of DQNConfig fields the trials start from."),
     ] = None,
-    overrides: Annotated[
-        list[str] | None,
-        typer.Option("--set", metavar="KEY=VALUE", help="DQNConfig field fixed for every trial."),
-    ] = None,
+    overrides: Annotated[list[str] | None, set_option("DQNConfig", "dqn")] = None,
     study_dir: Annotated[
         Path | None,
         typer.Option(help="Folder of the study (default studies/ENV_TIMESTAMP)."),
