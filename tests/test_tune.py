@@ -332,6 +332,7 @@ def test_a_killed_study_resumes_and_reruns_the_interrupted_trial(tmp_path: Path)
     assert load_setup(tmp_path).trials == 3
 
 
+@pytest.mark.slow  # two spawned workers each import torch and optuna
 def test_parallel_workers_share_the_sqlite_file(tmp_path: Path) -> None:
     create_study(tmp_path, small_setup(trials=2, seeds=(0, 1)))
     seen = []
@@ -342,6 +343,7 @@ def test_parallel_workers_share_the_sqlite_file(tmp_path: Path) -> None:
     assert all(t.value == pytest.approx(iqm(t.user_attrs["scores"])) for t in trials)
 
 
+@pytest.mark.slow  # starts a local Ray
 def test_trials_run_as_ray_tasks(tmp_path: Path) -> None:
     pytest.importorskip("ray")
     create_study(tmp_path, small_setup(trials=2, seeds=(0, 1)))
