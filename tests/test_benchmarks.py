@@ -162,3 +162,17 @@ def test_speed_regression_script(tmp_path: Path) -> None:
     assert summary["solve_seeds_with_equal_steps"] == 1
     assert {"base", "new"} == {r["tree"] for r in result["runs"]["throughput"]}
     assert summary["steps_per_s_32_envs_new_over_base"] > 0
+
+
+def test_tune_script(tmp_path: Path) -> None:
+    out = run_script(
+        "tune.py", "--quick", "--env", "CartPole-v1", "--results", str(tmp_path),
+        "--study-dir", str(tmp_path / "studies"),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert "| CartPole-v1 | tuned |" in out and "| CartPole-v1 | default |" in out
+    result = json.loads((tmp_path / "tune_cartpole_quick.json").read_text())
+    assert result["fresh_seeds"] == [100, 101]
+    assert len(result["scores"]["tuned"]) == len(result["scores"]["default"]) == 2
+    assert (tmp_path / "tune_cartpole_quick.png").is_file()
+    assert (tmp_path / "studies" / "cartpole" / "best.toml").is_file()
