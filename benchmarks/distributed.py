@@ -122,7 +122,7 @@ def learner_rates(ray: Any, config: Any, seconds: float, num_actors: int) -> dic
     count, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         batch = local.sample(config.batch_size, 0.5)
-        _, td = train_on_batch(learner, batch, 0.5)
+        _, td = train_on_batch(learner, batch)
         local.update_priorities(batch.indices, td)
         count += 1
     out["in_process_memory"] = count / (time.perf_counter() - t0)
@@ -148,7 +148,7 @@ def learner_rates(ray: Any, config: Any, seconds: float, num_actors: int) -> dic
         while time.perf_counter() - t0 < seconds:
             batch = ray.get(samples.pop(0))
             samples.append(shard.sample.remote(config.batch_size, 0.5))
-            _, td = train_on_batch(learner, batch, 0.5)
+            _, td = train_on_batch(learner, batch)
             shard.update_priorities.remote(batch.indices, td)
             count += 1
             if inflight:

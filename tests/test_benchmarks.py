@@ -174,3 +174,17 @@ def test_distributed_script(tmp_path: Path) -> None:
     assert result["messages"]["broadcast_bytes"] > 0
     assert [r["actors"] for r in result["solve"]] == [0, 2]
     assert all(r["steps"] >= 1000 for r in result["solve"])
+
+
+def test_tune_script(tmp_path: Path) -> None:
+    out = run_script(
+        "tune.py", "--quick", "--env", "CartPole-v1", "--results", str(tmp_path),
+        "--study-dir", str(tmp_path / "studies"),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert "| CartPole-v1 | tuned |" in out and "| CartPole-v1 | default |" in out
+    result = json.loads((tmp_path / "tune_cartpole_quick.json").read_text())
+    assert result["fresh_seeds"] == [100, 101]
+    assert len(result["scores"]["tuned"]) == len(result["scores"]["default"]) == 2
+    assert (tmp_path / "tune_cartpole_quick.png").is_file()
+    assert (tmp_path / "studies" / "cartpole" / "best.toml").is_file()

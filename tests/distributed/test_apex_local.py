@@ -4,6 +4,8 @@ resume, and a failing learner."""
 from __future__ import annotations
 
 import csv
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -93,11 +95,11 @@ def test_a_failing_learner_stops_the_run_with_a_checkpoint(
     real = driver_module.train_on_batch
     calls = {"n": 0}
 
-    def dies_later(learner, batch, beta):  # type: ignore[no-untyped-def]
+    def dies_later(learner, batch):  # type: ignore[no-untyped-def]
         calls["n"] += 1
         if calls["n"] > 150:  # past the first checkpoint at step 400 (updates from step 300)
             raise RuntimeError("out of memory on the learner")
-        return real(learner, batch, beta)
+        return real(learner, batch)
 
     monkeypatch.setattr(driver_module, "train_on_batch", dies_later)
     with pytest.raises(TrainingError, match=r"the learner failed at step \d+ \(out of memory") as e:
@@ -185,11 +187,11 @@ def test_ctrl_c_leaves_a_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     real = driver_module.train_on_batch
     calls = {"n": 0}
 
-    def interrupted_later(learner, batch, beta):  # type: ignore[no-untyped-def]
+    def interrupted_later(learner, batch):  # type: ignore[no-untyped-def]
         calls["n"] += 1
         if calls["n"] == 50:
-            raise KeyboardInterrupt
-        return real(learner, batch, beta)
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C does, mid-update
+        return real(learner, batch)
 
     monkeypatch.setattr(driver_module, "train_on_batch", interrupted_later)
     cfg = CFG.replace(checkpoint_interval=0)  # the only checkpoint is the interrupt's

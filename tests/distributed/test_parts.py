@@ -21,7 +21,8 @@ from qlearn.distributed import (
 from qlearn.distributed.driver import learner_clock, updates_due
 from qlearn.distributed.parts import Block, network_weights
 from qlearn.envs import env_spec, make_env
-from qlearn.errors import ConfigError
+from qlearn.errors import ConfigError, TrainingError
+from qlearn.replay import Batch
 
 ENV = "CartPole-v1"
 
@@ -99,7 +100,7 @@ def test_train_on_batch_is_the_learners_own_update(engine: str) -> None:
     probe.bit_generator.state = own.rng.bit_generator.state
     batch = own.replay.sample(8, probe, beta=0.5)
     own.update(1, beta=0.5)
-    metrics, td = train_on_batch(fed, batch, beta=0.5)
+    metrics, td = train_on_batch(fed, batch)
     for a, b in zip(own.q_net.parameters(), fed.q_net.parameters(), strict=True):
         torch.testing.assert_close(a, b)
     assert fed.num_updates == own.num_updates == 1
@@ -109,7 +110,35 @@ def test_train_on_batch_is_the_learners_own_update(engine: str) -> None:
     tree = own.replay.sampler.tree
     expected = (np.abs(td) + config.per_eps) ** config.per_alpha
     np.testing.assert_allclose(tree.get(batch.indices), expected, rtol=1e-5)
-    assert fed._replay is None  # the stand-in is gone after the update
+    assert fed._replay is None  # fed never sampled: its replay was never made
+
+
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+def test_train_on_batch_nonfinite_loss(engine: str) -> None:
+    """A NaN return makes the loss NaN: "skip" warns and leaves weights, count and priorities
+    alone; "error" raises TrainingError naming the update."""
+    spec = cartpole_spec()
+    config = DQNConfig(hidden_sizes=(16,), batch_size=4, prioritized=True, engine=engine)
+    rng = np.random.default_rng(0)
+    batch = Batch(
+        obs=rng.normal(size=(4, 4)).astype(np.float32),
+        actions=np.array([0, 1, 0, 1]),
+        returns=np.array([1.0, np.nan, 1.0, 1.0], dtype=np.float32),
+        next_obs=rng.normal(size=(4, 4)).astype(np.float32),
+        terminated=np.zeros(4, dtype=np.float32),
+        discounts=np.full(4, 0.99, dtype=np.float32),
+        weights=np.ones(4, dtype=np.float32),
+        indices=np.arange(4),
+    )
+    learner = DQNLearner(spec, config.replace(on_nonfinite="skip"))
+    before = [p.detach().clone() for p in learner.q_net.parameters()]
+    with pytest.warns(RuntimeWarning, match="skipped an update"):
+        metrics, td = train_on_batch(learner, batch)
+    assert (metrics, td, learner.num_updates) == ({}, None, 0)
+    for a, b in zip(before, learner.q_net.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(TrainingError, match=r"non-finite loss .* at update 0"):
+        train_on_batch(DQNLearner(spec, config), batch)
 
 
 def test_actor_blocks_and_weights() -> None:

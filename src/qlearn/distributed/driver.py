@@ -31,15 +31,16 @@ import collections
 import contextlib
 import math
 import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from qlearn import checkpoint
+from qlearn import checkpoint, schedules
+from qlearn.checkpoint import BEST, FINAL
 from qlearn.config import DQNConfig
 from qlearn.distributed.backend import ActorFailure, LocalBackend, RayBackend
 from qlearn.distributed.config import DistributedConfig
@@ -54,15 +55,9 @@ from qlearn.distributed.parts import (
 from qlearn.errors import CheckpointError, ConfigError, TrainingError
 from qlearn.evaluation import periodic_eval_seed
 from qlearn.monitor import Monitor, ProgressOutput
-from qlearn.train.dqn import (
-    BEST,
-    DQN,
-    FINAL,
-    KEEP_CHECKPOINTS,
-    TRAIN_LOG_INTERVAL,
-    TrainingInterrupted,
-    _no_checkpoint_message,
-)
+from qlearn.train.dqn import DQN, KEEP_CHECKPOINTS, no_checkpoint_message
+from qlearn.train.loop import TRAIN_LOG_INTERVAL, TrainingInterrupted
+from qlearn.train.process import StopFlag, training_settings
 
 DISTRIBUTED_CONFIG = "distributed.toml"
 """Written in a distributed run's folder: it marks the run as one, for `--resume`."""
@@ -182,7 +177,7 @@ class ApeX:
             checkpoint.remove_temporaries(run_dir)
         latest = checkpoint.latest_checkpoint(run_dir)
         if latest is None:
-            raise CheckpointError(_no_checkpoint_message(run_dir))
+            raise CheckpointError(no_checkpoint_message(run_dir))
         meta = checkpoint.read_meta(latest)
         if "distributed" not in meta:
             raise CheckpointError(
@@ -285,7 +280,7 @@ class ApeX:
         if counters.step >= counters.target_step:
             return agent
         if self.run_dir is not None:
-            agent._prepare_run_dir()
+            agent.prepare_run_dir()
             checkpoint.atomic_write_text(
                 self.run_dir / DISTRIBUTED_CONFIG, self.distributed.to_toml()
             )
@@ -296,25 +291,18 @@ class ApeX:
             tensorboard=c.tensorboard,
             initial_step=counters.step,
         )
+        # The backend first: ray.init installs signal handlers of its own, which `stop`
+        # replaces while training runs.
         backend = self.backend = self._make_backend()
-        threads = torch.get_num_threads()
-        torch.set_num_threads(c.torch_threads)
-        stopped_early = False
+        stop = StopFlag()
         try:
-            self._start(backend)
-            stopped_early = _Loop(self, backend, monitor, callback).run()
-            if self.run_dir is not None and not stopped_early:
-                agent.save(self.run_dir / FINAL)
-                if c.checkpoint_interval or c.checkpoint_minutes:
-                    self.save_checkpoint()
-        except KeyboardInterrupt:
-            # Ctrl-C: a checkpoint to continue from, while the shards still answer.
-            where = None
-            if self.run_dir is not None:
-                with contextlib.suppress(Exception):
-                    where = self.save_checkpoint()
-            saved = f"; checkpoint saved to {where}" if where else ""
-            raise TrainingInterrupted(f"SIGINT at step {counters.step}{saved}") from None
+            with training_settings(stop, c.torch_threads):
+                self._start(backend)
+                stopped_early = _Loop(self, backend, monitor, callback, stop).run()
+                if self.run_dir is not None and not stopped_early:
+                    agent.save(self.run_dir / FINAL)
+                    if c.checkpoint_interval or c.checkpoint_minutes:
+                        self.save_checkpoint()
         finally:
             monitor.close()
             for handle in [*self.actors, *self.shards]:
@@ -323,7 +311,6 @@ class ApeX:
             self.actors, self.shards = [], []
             backend.shutdown()
             self.backend = None
-            torch.set_num_threads(threads)
         return agent
 
     def save_checkpoint(self) -> Path:
@@ -336,7 +323,7 @@ class ApeX:
         replay = {}
         for k, ref in enumerate(refs):
             replay.update({f"shard{k}.{key}": v for key, v in self.shard_get(k, ref).items()})
-        meta = {**self.agent._meta(), "distributed": self.distributed.to_dict()}
+        meta = {**self.agent.meta().to_dict(), "distributed": self.distributed.to_dict()}
         name = f"{checkpoint.CHECKPOINT_PREFIX}{self.counters.step:010d}"
         path = checkpoint.write_checkpoint(
             self.run_dir / "checkpoints" / name, meta, self.agent.learner.tensors(), replay
@@ -376,8 +363,10 @@ class _Loop:
         backend: Backend,
         monitor: Monitor,
         callback: Callable[[DQN, dict[str, float]], bool | None] | None,
+        stop: StopFlag,
     ) -> None:
         self.owner = owner
+        self.stop = stop
         self.backend = backend
         self.monitor = monitor
         self.callback = callback
@@ -495,8 +484,6 @@ class _Loop:
     def _update(self, budget: int) -> None:
         """Follow the schedule from `clock` toward the current step, a `train_interval` at a
         time, until about `budget` updates are done."""
-        from qlearn.agents.dqn import num_crossings
-
         c = self.config
         done = 0
         while done < budget:
@@ -507,7 +494,7 @@ class _Loop:
             if after < c.learning_starts:
                 continue
             done += self._gradient_steps(c.gradient_steps)
-            if num_crossings(before, after, c.target_update_interval):
+            if schedules.num_crossings(before, after, c.target_update_interval):
                 self.learner.sync_target()
 
     def _gradient_steps(self, num: int) -> int:
@@ -519,7 +506,7 @@ class _Loop:
                 continue
             before = learner.num_updates
             try:
-                metrics, td = train_on_batch(learner, batch, beta)
+                metrics, td = train_on_batch(learner, batch)
             except Exception as exc:
                 raise TrainingError(
                     f"the learner failed at step {self.counters.step} ({exc}); "
@@ -537,9 +524,8 @@ class _Loop:
         return num
 
     def _beta(self) -> float:
-        from qlearn.agents.dqn import per_beta
-
-        return per_beta(self.config, self.counters.step) if self.config.prioritized else 1.0
+        c = self.config
+        return schedules.per_beta(c, self.counters.step) if c.prioritized else 1.0
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> bool:
@@ -565,24 +551,33 @@ class _Loop:
             self._update(UPDATES_PER_POLL if counters.step < total else 2**62)
             if self._after_steps(before, counters.step):
                 return True
+            if self.stop.signal is not None:
+                self._interrupted()
             if updates_due(c, counters.step) - self.learner.num_updates <= d.max_update_lag:
                 for i in self.paused:
                     self._collect(i)
                 self.paused = []
         return False
 
+    def _interrupted(self) -> None:
+        """SIGINT/SIGTERM arrived: a checkpoint to continue from, while the shards still
+        answer, then TrainingInterrupted."""
+        assert self.stop.signal is not None
+        where = self.owner.save_checkpoint() if self.agent.run_dir is not None else None
+        saved = f"; checkpoint saved to {where}" if where else ""
+        name = signal.Signals(self.stop.signal).name
+        raise TrainingInterrupted(f"{name} at step {self.counters.step}{saved}")
+
     def _after_steps(self, before: int, step: int) -> bool:
         """Logs, evaluation, best model and checkpoints due in (before, step]."""
-        from qlearn.agents.dqn import num_crossings
-
         c, counters, agent = self.config, self.counters, self.agent
         if step == before:
             return False
         end = step >= counters.target_step
         counters.wall_time = self.wall_before + time.perf_counter() - self.t_start - self.eval_time
-        if num_crossings(before, step, TRAIN_LOG_INTERVAL) or end:
+        if schedules.num_crossings(before, step, TRAIN_LOG_INTERVAL) or end:
             self._log(step)
-        if c.eval_interval and (num_crossings(before, step, c.eval_interval) or end):
+        if c.eval_interval and (schedules.num_crossings(before, step, c.eval_interval) or end):
             t0 = time.perf_counter()
             seed = periodic_eval_seed(c.seed, counters.num_evals)
             result = agent.evaluate(c.eval_episodes, seed=seed)
@@ -602,7 +597,9 @@ class _Loop:
             if callback is not None and callback(agent, {"step": step, **summary}) is False:
                 return True
         if agent.run_dir is not None and not end:
-            due = c.checkpoint_interval and num_crossings(before, step, c.checkpoint_interval)
+            due = c.checkpoint_interval and schedules.num_crossings(
+                before, step, c.checkpoint_interval
+            )
             late = c.checkpoint_minutes and (
                 time.monotonic() - self.last_checkpoint_time >= 60.0 * c.checkpoint_minutes
             )

@@ -109,42 +109,21 @@ def load_network_weights(learner: DQNLearner, weights: dict[str, np.ndarray]) ->
     learner.q_net.load_state_dict(state)
 
 
-class _OneBatch:
-    """Stands in for the learner's replay during one update: hands out a batch the learner
-    was given, and keeps the priorities the update computes for it."""
+def train_on_batch(learner: DQNLearner, batch: Batch) -> tuple[dict[str, float], np.ndarray | None]:
+    """One gradient step of the DQN update on a batch sampled elsewhere (a shard).
 
-    def __init__(self, batch: Batch) -> None:
-        self.batch = batch
-        self.td: np.ndarray | None = None
-
-    def sample(self, batch_size: int, rng: np.random.Generator, beta: float = 1.0) -> Batch:
-        return self.batch
-
-    def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
-        self.td = np.asarray(td_errors, dtype=np.float32)
-
-
-def train_on_batch(
-    learner: DQNLearner, batch: Batch, beta: float
-) -> tuple[dict[str, float], np.ndarray | None]:
-    """One gradient step of the existing DQN update on a batch sampled elsewhere (a shard).
-
-    The learner's own update samples from its replay; here its replay is, for one update, a
-    stand-in that returns `batch`, so every variant, both engines, gradient clipping and the
-    non-finite check behave exactly as in a single-process run.
+    The batch goes to the learner's engine as `DQNLearner.update` hands it a batch it sampled
+    itself (the batch's importance weights were computed by the shard's sampler), with the
+    learner's non-finite handling (`config.on_nonfinite`); `learner.num_updates` counts the
+    step when it is applied.
 
     Returns:
         (metrics of the update, or {} when skipped; (batch,) new priorities, or None when the
-        config is not prioritized).
+        config is not prioritized or the step was skipped).
     """
-    feed = _OneBatch(batch)
-    own = learner._replay
-    learner._replay = feed  # type: ignore[assignment]
-    try:
-        metrics = learner.update(1, beta)
-    finally:
-        learner._replay = own
-    return metrics, feed.td
+    result = learner.engine.update(batch, 1, learner.on_nonfinite)
+    learner.num_updates += result.num_applied
+    return result.metrics(), result.priorities if result.num_applied else None
 
 
 class Actor:
