@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from qlearn import checkpoint, schedules
-from qlearn.checkpoint import BEST, FINAL
+from qlearn.checkpoint import FINAL
 from qlearn.config import DQNConfig
 from qlearn.distributed.backend import ActorFailure, LocalBackend, RayBackend
 from qlearn.distributed.config import DistributedConfig
@@ -53,9 +53,8 @@ from qlearn.distributed.parts import (
     train_on_batch,
 )
 from qlearn.errors import CheckpointError, ConfigError, TrainingError
-from qlearn.evaluation import periodic_eval_seed
 from qlearn.monitor import Monitor, ProgressOutput
-from qlearn.train.dqn import DQN, KEEP_CHECKPOINTS, no_checkpoint_message
+from qlearn.train.dqn import DQN, KEEP_CHECKPOINTS, checkpoint_to_resume, keep_best_eval
 from qlearn.train.loop import TRAIN_LOG_INTERVAL, TrainingInterrupted
 from qlearn.train.process import StopFlag, training_settings
 
@@ -173,11 +172,7 @@ class ApeX:
         """Continue a distributed run from its newest checkpoint: learner, counters and every
         shard's replay. Actors start new episodes, as a resumed single-process run does."""
         run_dir = Path(run_dir)
-        if run_dir.is_dir():
-            checkpoint.remove_temporaries(run_dir)
-        latest = checkpoint.latest_checkpoint(run_dir)
-        if latest is None:
-            raise CheckpointError(no_checkpoint_message(run_dir))
+        latest = checkpoint_to_resume(run_dir)
         meta = checkpoint.read_meta(latest)
         if "distributed" not in meta:
             raise CheckpointError(
@@ -191,11 +186,7 @@ class ApeX:
             raise ConfigError(f"backend = {backend!r} is invalid; allowed: 'ray', 'local'")
         self = cls.__new__(cls)
         self._init(agent, dist, backend, ray_address)
-        try:
-            best = float(checkpoint.read_meta(run_dir / BEST)["counters"]["best_eval"])
-            agent.counters.best_eval = max(agent.counters.best_eval, best)
-        except (CheckpointError, KeyError, TypeError, ValueError):
-            pass
+        keep_best_eval(agent.counters, run_dir)
         shards: list[dict[str, np.ndarray]] = [{} for _ in range(dist.num_shards)]
         for key, value in (replay or {}).items():
             prefix, _, rest = key.partition(".")
@@ -271,13 +262,7 @@ class ApeX:
         `callback(agent, metrics)` is called after each evaluation; returning False stops.
         """
         c, counters, agent = self.config, self.counters, self.agent
-        if steps is not None:
-            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-                raise ConfigError(f"steps = {steps!r} is invalid; allowed: an integer >= 1")
-            counters.target_step = counters.step + steps
-        elif counters.step >= counters.target_step:
-            counters.target_step = c.total_steps
-        if counters.step >= counters.target_step:
+        if not agent.set_target_step(steps):
             return agent
         if self.run_dir is not None:
             agent.prepare_run_dir()
@@ -369,7 +354,8 @@ class _Loop:
         self.stop = stop
         self.backend = backend
         self.monitor = monitor
-        self.callback = callback
+        self.evaluate = owner.agent.eval_hook(monitor, callback)
+        """A periodic evaluation (keeping the best model), then the callback; True stops."""
         self.config = owner.config
         self.dist = owner.distributed
         self.agent = owner.agent
@@ -579,22 +565,9 @@ class _Loop:
             self._log(step)
         if c.eval_interval and (schedules.num_crossings(before, step, c.eval_interval) or end):
             t0 = time.perf_counter()
-            seed = periodic_eval_seed(c.seed, counters.num_evals)
-            result = agent.evaluate(c.eval_episodes, seed=seed)
-            counters.num_evals += 1
-            summary = {
-                **result.summary(),
-                "eval_time_s": time.perf_counter() - t0,
-                "train_time_s": counters.wall_time,
-            }
-            self.monitor.evaluation(step, summary)
-            if result.mean_return > counters.best_eval:
-                counters.best_eval = result.mean_return
-                if agent.run_dir is not None:
-                    agent.save(agent.run_dir / BEST)
-            self.eval_time += time.perf_counter() - t0
-            callback = self.callback
-            if callback is not None and callback(agent, {"step": step, **summary}) is False:
+            stop_now = self.evaluate(step)
+            self.eval_time += time.perf_counter() - t0  # not training time
+            if stop_now:
                 return True
         if agent.run_dir is not None and not end:
             due = c.checkpoint_interval and schedules.num_crossings(
