@@ -25,7 +25,7 @@ from qlearn.agents.numpy_mlp import NumpyMLPEngine
 from qlearn.config import DQNConfig
 from qlearn.envs import EnvSpec, ObsEncoder
 from qlearn.errors import ConfigError, TrainingError
-from qlearn.exploration import linear_schedule, softmax_action
+from qlearn.exploration import softmax_action
 from qlearn.networks import NoisyLinear, QNetwork, conv_output_shapes
 from qlearn.replay import ReplayMemory, make_replay
 from qlearn.replay.storage import check_fits
@@ -239,23 +239,6 @@ class DQNLearner:
         return self.engine.target_network()
 
     # ------------------------------------------------------------------ acting
-    def epsilon(self, step: int) -> float:
-        """Probability of a uniform random action at env step `step` (steps taken before it).
-
-        1 before `learning_starts` whatever the variant: the warm-up fills the replay with a
-        uniform random policy, as in Stable-Baselines3. After it, the linear schedule over the
-        run's planned `config.total_steps` (never over one `learn(n)` call), or 0 under noisy
-        nets and softmax, which explore by themselves.
-        """
-        c = self.config
-        if step < c.learning_starts:
-            return 1.0
-        if c.noisy or c.exploration == "softmax":
-            return 0.0
-        return linear_schedule(
-            c.epsilon_start, c.epsilon_end, c.exploration_fraction * c.total_steps, step
-        )
-
     def q_values(self, obs: np.ndarray) -> np.ndarray:
         """Greedy Q-values of a batch of raw observations, as numpy (batch, num_actions)."""
         return self.engine.q_values(self.encoder(obs))
@@ -269,7 +252,7 @@ class DQNLearner:
 
         Args:
             obs: (num_envs, *obs_shape) raw observations.
-            epsilon: probability of a uniform random action, as `epsilon(step)` gives it.
+            epsilon: probability of a uniform random action (`qlearn.schedules.epsilon`).
 
         Returns:
             (num_envs,) int64 actions.
@@ -387,14 +370,3 @@ class DQNLearner:
     def load_rng_state(self, data: dict[str, Any]) -> None:
         """Restore what `rng_state()` returned."""
         self.rng.bit_generator.state = data["numpy_rng"]
-
-
-def per_beta(config: DQNConfig, step: int) -> float:
-    """Importance-weight exponent, annealed linearly from per_beta_start at step 0 to 1 at the
-    run's planned `config.total_steps`."""
-    return linear_schedule(config.per_beta_start, 1.0, config.total_steps, step)
-
-
-def num_crossings(before: int, after: int, interval: int) -> int:
-    """How many multiples of `interval` lie in (before, after]."""
-    return after // interval - before // interval
