@@ -76,6 +76,11 @@ def main() -> None:
     parser.add_argument("--engine-steps", type=int, default=50_000)
     parser.add_argument("--throughput-steps", type=int, default=20_000)
     parser.add_argument("--throughput-repeats", type=int, default=3)
+    parser.add_argument(
+        "--parts",
+        default="solve,engine,throughput",
+        help="comma-separated subset of solve,engine,throughput (default: %(default)s)",
+    )
     add_quick(parser)
     add_results(parser)
     args = parser.parse_args()
@@ -93,7 +98,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         trees["base"] = export_src(base_commit, Path(tmp))
         runs: dict[str, list[dict[str, Any]]] = {"solve": [], "engine": [], "throughput": []}
-        for seed in args.seeds:
+        parts = set(args.parts.split(","))
+        for seed in args.seeds if "solve" in parts else []:
             for name, src in trees.items():
                 r = run_worker(src, f"qlearn_solve({seed}, {args.budget}, {args.eval_interval})")
                 runs["solve"].append({"tree": name, **r})
@@ -102,12 +108,12 @@ def main() -> None:
                     f"train {r['train_time_s']:.1f}s ({r['steps_per_s']:.0f} steps/s)",
                     flush=True,
                 )
-        for seed in args.seeds[:3]:
+        for seed in args.seeds[:3] if "engine" in parts else []:
             for name, src in trees.items():
                 r = run_worker(src, f"qlearn_engine({seed}, {args.engine_steps})")
                 runs["engine"].append({"tree": name, **r})
                 print(f"engine {name:4s} seed {seed}: {r['wall_s']:.1f}s", flush=True)
-        for repeat in range(args.throughput_repeats):
+        for repeat in range(args.throughput_repeats if "throughput" in parts else 0):
             for name, src in trees.items():
                 r = run_worker(src, f"throughput({args.throughput_steps}, [1, 8, 32])")
                 runs["throughput"].append({"tree": name, "repeat": repeat, **r})
@@ -124,20 +130,21 @@ def main() -> None:
             return [r["time_to_solve_s"] or r["train_time_s"] for r in rows]
         return [r[key] for r in rows]
 
-    summary: dict[str, float] = {
-        "time_to_solve_new_over_base": _ratio(
+    summary: dict[str, float] = {}
+    if runs["solve"]:
+        summary["time_to_solve_new_over_base"] = _ratio(
             of("solve", "new", "time_to_solve_s"), of("solve", "base", "time_to_solve_s")
-        ),
-        "engine_wall_new_over_base": _ratio(
+        )
+        same_steps = [
+            a["steps"] == b["steps"]
+            for a, b in zip(runs["solve"][0::2], runs["solve"][1::2], strict=True)
+        ]
+        summary["solve_seeds_with_equal_steps"] = sum(same_steps)
+    if runs["engine"]:
+        summary["engine_wall_new_over_base"] = _ratio(
             of("engine", "new", "wall_s"), of("engine", "base", "wall_s")
-        ),
-    }
-    same_steps = [
-        a["steps"] == b["steps"]
-        for a, b in zip(runs["solve"][0::2], runs["solve"][1::2], strict=True)
-    ]
-    summary["solve_seeds_with_equal_steps"] = sum(same_steps)
-    for i, num_envs in enumerate((1, 8, 32)):
+        )
+    for i, num_envs in enumerate((1, 8, 32) if runs["throughput"] else ()):
         rate = {
             t: [r["rows"][i]["qlearn_steps_per_s"] for r in runs["throughput"] if r["tree"] == t]
             for t in trees

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from qlearn.agents import numpy_mlp
-from qlearn.agents.engine import TorchEngine, UpdateEngine
+from qlearn.agents.engine import TorchEngine, UpdateEngine, UpdateResult
 from qlearn.agents.numpy_mlp import NumpyMLPEngine
 from qlearn.config import DQNConfig
 from qlearn.envs import EnvSpec, ObsEncoder
@@ -316,15 +316,15 @@ class DQNLearner:
             result = self.engine.update(batch, num_updates, self.on_nonfinite)
             self.num_updates += result.num_applied
             return result.metrics()
-        metrics: dict[str, float] = {}
+        last: UpdateResult | None = None
         for _ in range(num_updates):
             batch = self.replay.sample(c.batch_size, self.rng, beta=beta)
             result = self.engine.update(batch, 1, self.on_nonfinite)
             if result.num_applied:
                 self.num_updates += 1
                 self.replay.update_priorities(batch.indices, cast(np.ndarray, result.priorities))
-                metrics = result.metrics()
-        return metrics
+                last = result
+        return last.metrics() if last is not None else {}
 
     def on_nonfinite(self, loss: float, applied: int) -> None:
         """The engine's `NonfiniteHandler` under `config.on_nonfinite`, for an update that
