@@ -164,6 +164,18 @@ def test_speed_regression_script(tmp_path: Path) -> None:
     assert summary["steps_per_s_32_envs_new_over_base"] > 0
 
 
+def test_distributed_script(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    run_script("distributed.py", "--quick", "--results", str(tmp_path), cwd=tmp_path)
+    result = json.loads((tmp_path / "distributed_quick.json").read_text())
+    assert set(result["collect_steps_per_s"]) == {"1"}
+    assert all(v > 0 for v in result["collect_steps_per_s"].values())
+    assert result["learner_updates_per_s"]["in_process_memory"] > 0
+    assert result["messages"]["broadcast_bytes"] > 0
+    assert [r["actors"] for r in result["solve"]] == [0, 2]
+    assert all(r["steps"] >= 1000 for r in result["solve"])
+
+
 def test_tune_script(tmp_path: Path) -> None:
     out = run_script(
         "tune.py", "--quick", "--env", "CartPole-v1", "--results", str(tmp_path),

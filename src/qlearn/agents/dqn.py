@@ -311,26 +311,26 @@ class DQNLearner:
         c = self.config
         if num_updates < 1:
             return {}
-
-        def on_nonfinite(loss: float, applied: int) -> None:
-            self._nonfinite(loss, self.num_updates + applied)
-
         if not c.prioritized:
             batch = self.replay.sample(num_updates * c.batch_size, self.rng)
-            result = self.engine.update(batch, num_updates, on_nonfinite)
+            result = self.engine.update(batch, num_updates, self.on_nonfinite)
             self.num_updates += result.num_applied
             return result.metrics()
         last: UpdateResult | None = None
         for _ in range(num_updates):
             batch = self.replay.sample(c.batch_size, self.rng, beta=beta)
-            result = self.engine.update(batch, 1, on_nonfinite)
+            result = self.engine.update(batch, 1, self.on_nonfinite)
             if result.num_applied:
                 self.num_updates += 1
                 self.replay.update_priorities(batch.indices, cast(np.ndarray, result.priorities))
                 last = result
         return last.metrics() if last is not None else {}
 
-    def _nonfinite(self, loss: float, update: int) -> None:
+    def on_nonfinite(self, loss: float, applied: int) -> None:
+        """The engine's `NonfiniteHandler` under `config.on_nonfinite`, for an update that
+        had applied `applied` steps: "error" raises TrainingError, "skip" warns and the step is
+        skipped. Public for callers that hand the engine batches sampled elsewhere."""
+        update = self.num_updates + applied
         message = (
             f"non-finite loss ({loss}) at update {update}; lower learning_rate, "
             "check rewards for NaN/inf, or set on_nonfinite='skip'"

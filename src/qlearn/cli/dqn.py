@@ -53,9 +53,20 @@ def train(
         bool,
         typer.Option(help="Show progress on stderr: a bar on a terminal, else a line per 10%."),
     ] = True,
+    distributed: Annotated[
+        bool, typer.Option(help="Ape-X on Ray: actors, replay shards and one learner.")
+    ] = False,
+    actors: Annotated[int, typer.Option(min=1, help="Actors of a --distributed run.")] = 2,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster a --distributed run joins (default: a local one)."),
+    ] = None,
 ) -> None:
     """Train a DQN and evaluate it; the run dir keeps config, logs and checkpoints."""
+    from qlearn.distributed import ApeX, DistributedConfig, is_distributed_run
     from qlearn.train import DQN
+
+    runner: DQN | ApeX
 
     if resume is not None:
         if env or preset or config or overrides or steps is not None or run_dir is not None:
@@ -63,8 +74,13 @@ def train(
                 "--resume continues the run with its saved config, total steps and run dir; "
                 "drop ENV/--preset/--config/--set/--steps/--run-dir"
             )
-        agent = DQN.resume(resume, progress=progress_to_stderr(progress))
-        typer.echo(f"resuming {resume} at step {agent.counters.step}", err=True)
+        if is_distributed_run(resume):
+            runner = ApeX.resume(
+                resume, progress=progress_to_stderr(progress), ray_address=ray_address
+            )
+        else:
+            runner = DQN.resume(resume, progress=progress_to_stderr(progress))
+        typer.echo(f"resuming {resume} at step {runner.counters.step}", err=True)
     else:
         if env is None:
             raise ConfigError("give an env id (e.g. qlearn train CartPole-v1) or --resume RUN_DIR")
@@ -73,8 +89,19 @@ def train(
         steps_override = [f"total_steps={steps}"] if steps is not None else []
         cfg = build_config(preset, config, [*(overrides or []), *steps_override])
         run_dir = run_dir or _default_run_dir(env, cfg.seed)
-        agent = DQN(env, cfg, run_dir=run_dir, progress=progress_to_stderr(progress))
-    agent.learn()  # until total_steps, or a resumed run's recorded target
+        if distributed:
+            dist = DistributedConfig(num_actors=actors)
+            runner = ApeX(
+                env,
+                cfg,
+                dist,
+                run_dir=run_dir,
+                progress=progress_to_stderr(progress),
+                ray_address=ray_address,
+            )
+        else:
+            runner = DQN(env, cfg, run_dir=run_dir, progress=progress_to_stderr(progress))
+    agent = runner.learn()  # until total_steps, or a resumed run's recorded target
     episodes = agent.config.eval_episodes
     typer.echo(f"trained {agent.counters.step} steps in {agent.counters.wall_time:.1f}s")
     # DQN's last network is often worse than its best; report both, as `qlearn eval` uses best.

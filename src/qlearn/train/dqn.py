@@ -253,17 +253,10 @@ class DQN:
         """
         c = self.config
         counters = self.counters
-        if steps is not None:
-            if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-                raise ConfigError(f"steps = {steps!r} is invalid; allowed: an integer >= 1")
-            check_num_envs(c.num_envs, int(steps))
-            counters.target_step = counters.step + int(steps)
-        elif counters.step >= counters.target_step:
-            counters.target_step = c.total_steps
-        if counters.step >= counters.target_step:
+        if not self.set_target_step(steps):
             return self
         if self.run_dir is not None:
-            self._prepare_run_dir()
+            self.prepare_run_dir()
         monitor = Monitor(
             self.run_dir,
             counters.target_step,
@@ -274,7 +267,7 @@ class DQN:
         envs = self._make_train_envs()
         stop = StopFlag()
         hooks = loop.Hooks(
-            evaluate=self._eval_hook(monitor, callback),
+            evaluate=self.eval_hook(monitor, callback),
             checkpoint=self.save_checkpoint if self.run_dir is not None else None,
         )
         try:
@@ -300,7 +293,21 @@ class DQN:
                 self.save_checkpoint()  # the end state, for a later resume with more steps
         return self
 
-    def _eval_hook(
+    def set_target_step(self, steps: int | None) -> bool:
+        """Set `counters.target_step` as `learn(steps)` describes it: `steps` more, or the
+        target of an interrupted call, or `config.total_steps`. False when training is
+        already there."""
+        counters = self.counters
+        if steps is not None:
+            if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+                raise ConfigError(f"steps = {steps!r} is invalid; allowed: an integer >= 1")
+            check_num_envs(self.config.num_envs, int(steps))
+            counters.target_step = counters.step + int(steps)
+        elif counters.step >= counters.target_step:
+            counters.target_step = self.config.total_steps
+        return counters.step < counters.target_step
+
+    def eval_hook(
         self, monitor: Monitor, callback: Callable[[DQN, dict[str, float]], bool | None] | None
     ) -> Callable[[int], bool]:
         """The loop's evaluation hook: a periodic evaluation (which keeps the best model), then
@@ -331,7 +338,7 @@ class DQN:
         return summary
 
     # ------------------------------------------------------------------ files
-    def _prepare_run_dir(self) -> None:
+    def prepare_run_dir(self) -> None:
         """Create the run dir, check it is writable, and write the resolved config."""
         assert self.run_dir is not None
         try:
@@ -361,7 +368,9 @@ class DQN:
         }
         checkpoint.atomic_write_text(self.run_dir / RUN_INFO, json.dumps(info, indent=2))
 
-    def _meta(self) -> TrainingMeta:
+    def meta(self) -> TrainingMeta:
+        """What a checkpoint's meta.json holds beside the tensors: config, env, counters and
+        the learner's JSON-ready state."""
         learner = {"num_updates": self.learner.num_updates, **self.learner.rng_state()}
         return TrainingMeta(
             self.config, self.spec, self.env_id, self.env_kwargs, self.counters, learner
@@ -385,7 +394,7 @@ class DQN:
                 "the last good checkpoint is kept (lower learning_rate or clip gradients)"
             )
         replay = self.learner.replay.state_dict() if include_replay else None
-        return checkpoint.write_checkpoint(path, self._meta().to_dict(), tensors, replay)
+        return checkpoint.write_checkpoint(path, self.meta().to_dict(), tensors, replay)
 
     def save_checkpoint(self) -> Path:
         """A periodic checkpoint with the replay buffer, under run_dir/checkpoints/."""
@@ -470,17 +479,30 @@ class DQN:
         later evaluation must beat, so a worse model never replaces it.
         """
         run_dir = Path(run_dir)
-        if run_dir.is_dir():
-            # Put back a best/ or final/ that a crash left moved aside, so its score is read.
-            checkpoint.remove_temporaries(run_dir)
-        latest = checkpoint.latest_checkpoint(run_dir)
-        if latest is None:
-            raise CheckpointError(_no_checkpoint_message(run_dir))
+        latest = checkpoint_to_resume(run_dir)
         self = cls.load(latest, run_dir=run_dir, progress=progress, with_replay=True)
-        with contextlib.suppress(CheckpointError, KeyError, TypeError, ValueError):
-            best = float(checkpoint.read_meta(run_dir / BEST)["counters"]["best_eval"])
-            self.counters.best_eval = max(self.counters.best_eval, best)
+        keep_best_eval(self.counters, run_dir)
         return self
+
+
+def checkpoint_to_resume(run_dir: Path) -> Path:
+    """The newest complete checkpoint of `run_dir`, after putting back a best/ or final/ that a
+    crash left moved aside (so the best score is read); CheckpointError says why there is none.
+    """
+    if run_dir.is_dir():
+        checkpoint.remove_temporaries(run_dir)
+    latest = checkpoint.latest_checkpoint(run_dir)
+    if latest is None:
+        raise CheckpointError(_no_checkpoint_message(run_dir))
+    return latest
+
+
+def keep_best_eval(counters: Counters, run_dir: Path) -> None:
+    """Raise `counters.best_eval` to the score of the run's best model on disk (it may be newer
+    than the checkpoint a run resumes from), so that a worse model never replaces it."""
+    with contextlib.suppress(CheckpointError, KeyError, TypeError, ValueError):
+        best = float(checkpoint.read_meta(run_dir / BEST)["counters"]["best_eval"])
+        counters.best_eval = max(counters.best_eval, best)
 
 
 def _no_checkpoint_message(run_dir: Path) -> str:
