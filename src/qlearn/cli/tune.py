@@ -128,9 +128,11 @@ def tune(
     ] = 10,
     sampler_seed: Annotated[int, typer.Option(help="Seed of the TPE sampler.")] = 0,
 ) -> None:
-    """Search DQN hyperparameters with Optuna (multivariate TPE, median pruning); each trial is
-    scored by the IQM over seeds. The study folder keeps the study, the best config, a CSV of the
-    trials and plots."""
+    """Search DQN hyperparameters with Optuna; each trial is scored by the IQM over seeds.
+
+    Multivariate TPE and median pruning; the study folder keeps the study (SQLite), the best
+    config, a CSV of the trials and plots.
+    """
     from qlearn.tune import (
         TuneSetup,
         check_study_folder,
