@@ -149,3 +149,16 @@ def test_common_scaffolding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
     table = common.markdown_table(["x", "y"], [[1, "a"], [2.5, ""]])
     assert table == "| x | y |\n|---|---|\n| 1 | a |\n| 2.5 |  |"
+
+
+def test_speed_regression_script(tmp_path: Path) -> None:
+    # HEAD against itself: the script's plumbing (git archive, one interpreter per tree, ratios);
+    # same code, same seed, so the steps to solve must match.
+    run_script(
+        "speed_regression.py", "--quick", "--base", "HEAD", "--results", str(tmp_path), cwd=tmp_path
+    )
+    result = json.loads((tmp_path / "speed_regression.json").read_text())
+    summary = result["summary"]
+    assert summary["solve_seeds_with_equal_steps"] == 1
+    assert {"base", "new"} == {r["tree"] for r in result["runs"]["throughput"]}
+    assert summary["steps_per_s_32_envs_new_over_base"] > 0

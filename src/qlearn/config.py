@@ -44,6 +44,18 @@ Network = Literal["auto", "mlp", "minatar_cnn", "nature_cnn"]
 NonFinite = Literal["error", "skip"]
 Engine = Literal["auto", "numpy", "torch"]
 
+STUDY_SCHEMES: tuple[str, ...] = (
+    "identity_plus",
+    "identity_minus",
+    "gaussian_plus",
+    "gaussian_minus",
+    "xavier",
+    "kaiming",
+)
+"""Weight schemes of the initialisation study (`qlearn.diagnostics`), listed here, without torch,
+so that `qlearn --help` can name them."""
+DEFAULT_STUDY_SCHEMES: tuple[str, ...] = ("identity_plus", "identity_minus", "xavier", "kaiming")
+
 MAX_SEED = 2**63 - 1  # torch.manual_seed and TOML integers stop at 64 bits
 MAX_TORCH_THREADS = 1024  # torch crashes (SIGSEGV) when asked for absurd thread counts
 MAX_NUM_ENVS = 4096

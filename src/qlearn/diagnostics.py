@@ -33,19 +33,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from qlearn.config import check_range
+from qlearn.config import DEFAULT_STUDY_SCHEMES, STUDY_SCHEMES, check_range
 from qlearn.errors import ConfigError
 from qlearn.networks import NoisyLinear, init_layer
 
-STUDY_SCHEMES: tuple[str, ...] = (
-    "identity_plus",
-    "identity_minus",
-    "gaussian_plus",
-    "gaussian_minus",
-    "xavier",
-    "kaiming",
-)
-DEFAULT_STUDY_SCHEMES: tuple[str, ...] = ("identity_plus", "identity_minus", "xavier", "kaiming")
 ACTIVATIONS: tuple[str, ...] = ("linear", "relu", "tanh")
 
 # The study's schemes that `networks.init_layer` already provides, under its names.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -18,6 +18,16 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def set_option(config_class: str, settings_group: str) -> Any:
+    """The repeatable `--set KEY=VALUE` option of a command whose config is `config_class`."""
+    return typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help=f"{config_class} field; repeatable. `qlearn settings {settings_group}` lists every "
+        "key with its default and range.",
+    )
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from qlearn.cli.app import app, progress_to_stderr, success_text
+from qlearn.cli.app import app, progress_to_stderr, set_option, success_text
 from qlearn.config import DQNConfig
 from qlearn.errors import ConfigError
 from qlearn.evaluation import check_seed
@@ -40,15 +40,7 @@ def train(
         Path | None,
         typer.Option("--config", help="TOML file of DQNConfig fields (see `qlearn settings`)."),
     ] = None,
-    overrides: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            metavar="KEY=VALUE",
-            help="DQNConfig field; repeatable. `qlearn settings dqn` lists every key with its "
-            "default and range.",
-        ),
-    ] = None,
+    overrides: Annotated[list[str] | None, set_option("DQNConfig", "dqn")] = None,
     steps: Annotated[
         int | None,
         typer.Option(help="Env steps of the run; sets total_steps, which the schedules span."),

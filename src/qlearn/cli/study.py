@@ -8,21 +8,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from qlearn.cli.app import app, fail
+from qlearn.config import DEFAULT_STUDY_SCHEMES, STUDY_SCHEMES
 
 if TYPE_CHECKING:
     from qlearn.diagnostics import StudyResult
 
-# The scheme names are repeated here so that `qlearn --help` need not import torch;
-# tests/cli/test_study_cli.py checks they match qlearn.diagnostics.
-STUDY_SCHEMES = (
-    "identity_plus",
-    "identity_minus",
-    "gaussian_plus",
-    "gaussian_minus",
-    "xavier",
-    "kaiming",
-)
-DEFAULT_STUDY_SCHEMES = ("identity_plus", "identity_minus", "xavier", "kaiming")
 
 _SCHEME_NOTES = {
     "identity_plus": "weights 1.5 x identity",

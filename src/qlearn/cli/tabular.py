@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from qlearn.cli.app import app, progress_to_stderr, success_text
+from qlearn.cli.app import app, progress_to_stderr, set_option, success_text
 from qlearn.config import TabularConfig, check_range, parse_override
 from qlearn.errors import ConfigError
 
@@ -138,15 +138,7 @@ def tabular(
     episodes: Annotated[
         int | None, typer.Option("--episodes", help="Training episodes (default: num_episodes).")
     ] = None,
-    overrides: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            metavar="KEY=VALUE",
-            help="TabularConfig field; repeatable. `qlearn settings tabular` lists every key "
-            "with its default and range.",
-        ),
-    ] = None,
+    overrides: Annotated[list[str] | None, set_option("TabularConfig", "tabular")] = None,
     config: Annotated[
         Path | None,
         typer.Option(
