@@ -14,6 +14,7 @@ from qlearn.errors import QlearnError
 # order: training and using a DQN first, deployment and settings after it, then the study and
 # tabular tools.
 from qlearn.cli import dqn as _dqn  # noqa: F401  isort: skip
+from qlearn.cli import seeds as _seeds  # noqa: F401  isort: skip
 from qlearn.cli import deploy as _deploy  # noqa: F401  isort: skip
 from qlearn.cli import settings as _settings  # noqa: F401  isort: skip
 from qlearn.cli import study as _study  # noqa: F401  isort: skip

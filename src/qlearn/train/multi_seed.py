@@ -49,9 +49,8 @@ from qlearn.evaluation import (
 )
 from qlearn.exploration import linear_schedule
 from qlearn.monitor import Monitor, ProgressOutput, progress_output
+from qlearn.run_dirs import AGGREGATE, MULTI_SEED_INFO, seed_dir_name
 
-MULTI_SEED_INFO = "multi_seed.json"
-AGGREGATE = "aggregate.json"
 RUN_CONFIG = "config.toml"
 RUN_INFO = "run.json"
 BEST = "best"
@@ -60,31 +59,6 @@ TRAIN_LOG_INTERVAL = 1_000
 KEEP_CHECKPOINTS = 2
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 SEED_PREFIX = "seed."  # checkpoint keys of seed index i start with f"seed.{i}."
-
-
-def seed_dir_name(seed: int) -> str:
-    """The run dir of seed `seed` inside a multi-seed run dir."""
-    return f"seed_{seed}"
-
-
-def is_multi_seed_run(path: str | Path) -> bool:
-    """Whether `path` is the parent run dir of a multi-seed run."""
-    return (Path(path) / MULTI_SEED_INFO).is_file()
-
-
-def read_multi_seed_info(path: str | Path) -> dict[str, Any]:
-    """The parent's `multi_seed.json`: env_id, seeds, reward_threshold, ...; CheckpointError if
-    it is missing or malformed."""
-    file = Path(path) / MULTI_SEED_INFO
-    try:
-        info = json.loads(file.read_text(encoding="utf-8"))
-        seeds = [int(s) for s in info["seeds"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(
-            f"{str(path)!r} is not a readable multi-seed run dir ({MULTI_SEED_INFO}: {exc})"
-        ) from None
-    info["seeds"] = seeds
-    return info
 
 
 def epsilon_at(config: DQNConfig, step: int) -> float:
