@@ -25,7 +25,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -225,8 +225,17 @@ class MultiSeedDQN:
         return evaluate_together(self._eval_envs, self.learner, num_episodes, eval_seeds)
 
     # ------------------------------------------------------------------ learning
-    def learn(self, steps: int | None = None) -> MultiSeedDQN:
-        """Train every seed `steps` more env steps, or until `config.total_steps`."""
+    def learn(
+        self,
+        steps: int | None = None,
+        *,
+        callback: Callable[[MultiSeedDQN, int], bool | None] | None = None,
+    ) -> MultiSeedDQN:
+        """Train every seed `steps` more env steps, or until `config.total_steps`.
+
+        `callback(runs, step)` is called after each periodic evaluation (every seed's results
+        are in `seed_counters`); returning False stops training there.
+        """
         counters = self.counters
         if steps is not None:
             if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -246,7 +255,7 @@ class MultiSeedDQN:
             None, counters.target_step, progress=self.progress, initial_step=counters.step
         )
         envs = [self._make_env() for _ in self.seeds]
-        run = _MultiRun(self, monitors, bar)
+        run = _MultiRun(self, monitors, bar, callback)
         try:
             with run.stop.installed(), _training_threads(self.config.torch_threads):
                 run.loop(envs)
@@ -456,8 +465,15 @@ class TrainingInterrupted(QlearnError):
 class _MultiRun:
     """One `learn()` call of a multi-seed run: the lockstep env loop and what falls due."""
 
-    def __init__(self, owner: MultiSeedDQN, monitors: list[Monitor], bar: Monitor) -> None:
+    def __init__(
+        self,
+        owner: MultiSeedDQN,
+        monitors: list[Monitor],
+        bar: Monitor,
+        callback: Callable[[MultiSeedDQN, int], bool | None] | None,
+    ) -> None:
         self.owner = owner
+        self.callback = callback
         self.config = owner.config
         self.learner = owner.learner
         self.counters = owner.counters
@@ -556,6 +572,8 @@ class _MultiRun:
             t_eval = time.perf_counter()
             self._evaluate(step)
             self.eval_time += time.perf_counter() - t_eval
+            if self.callback is not None and self.callback(self.owner, step) is False:
+                return True
         if self.owner.run_dir is not None and self._checkpoint_now():
             self._checkpoint()
         if self.stop.signal is not None:
