@@ -99,3 +99,102 @@ def test_sixteen_seeds_match_their_single_runs() -> None:
                 torch.testing.assert_close(tensors[key], single_tensors[key], rtol=0, atol=0)
     # Seeds differ from each other (the test above is not passing on identical runs).
     assert not np.array_equal(actions[:, 0], actions[:, 1])
+
+
+# ---------------------------------------------------------------------- run dirs and resume
+TINY = SMALL.replace(
+    total_steps=1200,
+    hidden_sizes=(16,),
+    eval_interval=400,
+    eval_episodes=2,
+    checkpoint_interval=500,
+    checkpoint_max_overhead=None,
+)
+
+
+def test_each_seed_gets_a_run_dir_that_dqn_loads(tmp_path) -> None:
+    runs = MultiSeedDQN("CartPole-v1", TINY.replace(seed=5), num_seeds=3, run_dir=tmp_path)
+    runs.learn()
+    assert (tmp_path / "multi_seed.json").is_file()
+    assert (tmp_path / "aggregate.json").is_file()
+    for k, seed in enumerate((5, 6, 7)):
+        seed_dir = tmp_path / f"seed_{seed}"
+        for name in ("config.toml", "run.json", "episodes.csv", "train.csv", "evals.csv"):
+            assert (seed_dir / name).is_file(), name
+        evals = (seed_dir / "evals.csv").read_text().splitlines()
+        assert [line.split(",")[0] for line in evals[1:]] == ["400", "800", "1200"]
+        final = DQN.load(seed_dir / "final")
+        assert final.config.seed == seed
+        assert final.learner.num_updates == runs.learner.seed_num_updates(k) == 251
+        for key, value in runs.learner.seed_tensors(k).items():
+            torch.testing.assert_close(final.learner.tensors()[key], value, rtol=0, atol=0)
+        DQN.load(seed_dir)  # its best model, as `qlearn eval SEED_DIR` loads it
+
+
+def test_one_checkpoint_holds_every_seed_and_resume_restores_all(tmp_path) -> None:
+    config = TINY.replace(total_steps=1000)
+    runs = MultiSeedDQN("CartPole-v1", config, num_seeds=3, run_dir=tmp_path)
+    runs.learn()
+    (latest,) = [p.name for p in (tmp_path / "checkpoints").iterdir()][-1:]
+    assert latest == "step_0000001000"
+    resumed = MultiSeedDQN.resume(tmp_path)
+    assert resumed.counters.step == 1000
+    for k in range(3):
+        for key, value in runs.learner.seed_tensors(k).items():
+            torch.testing.assert_close(resumed.learner.seed_tensors(k)[key], value, rtol=0, atol=0)
+        assert resumed.learner.rngs[k].random() == runs.learner.rngs[k].random()
+        a, b = runs.learner.replays[k], resumed.learner.replays[k]
+        assert len(a) == len(b) == 1000
+        np.testing.assert_array_equal(a.storage.obs[:1000], b.storage.obs[:1000])
+        assert resumed.seed_counters[k] == runs.seed_counters[k]
+    resumed.learn(200)
+    assert resumed.counters.step == 1200
+    assert resumed.learner.num_updates == 251
+
+
+def test_resume_after_sigkill(tmp_path) -> None:
+    """A multi-seed run killed with SIGKILL mid-training resumes from its last checkpoint."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    settings = ["checkpoint_interval=300", "checkpoint_max_overhead=none", "hidden_sizes=[16]"]
+    settings += ["eval_interval=0", "learning_starts=200", "buffer_size=5000"]
+    args = [sys.executable, "-c", "from qlearn.cli import main; main()", "train", "CartPole-v1"]
+    args += ["--seeds", "3", "--steps", "1000000", "--run-dir", str(run), "--no-progress"]
+    for setting in settings:
+        args += ["--set", setting]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list((run / "checkpoints").glob("step_*"))) < 2:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    resumed = MultiSeedDQN.resume(run)
+    step = resumed.counters.step
+    assert step >= 300 and step % 300 == 0
+    assert all(len(r) == step for r in resumed.learner.replays)
+    resumed.learn(100)
+    assert resumed.counters.step == step + 100
+    for seed in resumed.seeds:
+        rows = (run / f"seed_{seed}" / "train.csv").read_text().splitlines()
+        steps = [int(line.split(",")[0]) for line in rows[1:]]
+        assert steps == sorted(set(steps))  # no row duplicated by the resume
+
+
+def test_multi_seed_refuses_what_it_cannot_run() -> None:
+    from qlearn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="num_envs = 2"):
+        MultiSeedDQN("CartPole-v1", SMALL.replace(num_envs=2), num_seeds=2)
+    with pytest.raises(ConfigError, match="env id"):
+        MultiSeedDQN(gym.make("CartPole-v1"), SMALL, num_seeds=2)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="num_seeds = 0"):
+        MultiSeedDQN("CartPole-v1", SMALL, num_seeds=0)

@@ -433,6 +433,12 @@ class MultiSeedDQN:
             raise CheckpointError(
                 f"checkpoint {str(latest)!r} is not a readable multi-seed checkpoint: {exc}"
             ) from None
+        for k, sc in enumerate(self.seed_counters):
+            # A best model saved after the checkpoint sets the bar a later one must beat.
+            best = run_dir / seed_dir_name(seeds[k]) / BEST
+            with contextlib.suppress(CheckpointError, KeyError, TypeError, ValueError):
+                score = float(checkpoint.read_meta(best)["counters"]["best_eval"])
+                sc.best_eval = max(sc.best_eval, score)
         return self
 
     def _write_aggregate(self) -> None:
