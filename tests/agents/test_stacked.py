@@ -1,5 +1,6 @@
 """The stacked learners against single `DQNLearner`s fed the same transitions."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -13,8 +14,6 @@ from qlearn.agents.stacked import (
 from qlearn.config import DQNConfig
 from qlearn.envs import env_spec
 from qlearn.errors import ConfigError
-
-import gymnasium as gym
 
 SPEC = env_spec(gym.spaces.Box(-5, 5, shape=(4,), dtype=np.float32), gym.spaces.Discrete(3), "test")
 SEEDS = (0, 7, 2)
@@ -58,7 +57,7 @@ def test_each_seed_equals_its_single_learner(variant: str) -> None:
         stacked.sync_target()
         for s in singles:
             s.sync_target()
-        for k, single in enumerate(singles):
+        for k in range(len(SEEDS)):
             assert metrics[k]["loss"] == pytest.approx(single_metrics[k]["loss"], rel=1e-6)
         actions = stacked.act(obs, 0.5)
         np.testing.assert_array_equal(
