@@ -48,6 +48,10 @@ def test_train_eval_plot_compare(tmp_path, capsys) -> None:
     code, out, err = run_cli(["eval", tmp_path / "a" / "seed_1", "--episodes", "2"], capsys)
     assert code == 0 and "mean return" in out  # a seed's run dir is an ordinary run dir
 
+    code, out, err = run_cli(["train", "--resume", tmp_path / "a", "--no-progress"], capsys)
+    assert code == 0, err
+    assert "resuming" in err and "3 seeds" in err and "trained 3 seeds" in out
+
     code, out, err = run_cli(["plot", tmp_path / "a"], capsys)
     assert code == 0, err
     assert (tmp_path / "a" / "seeds.png").stat().st_size > 0
@@ -69,6 +73,7 @@ def test_train_eval_plot_compare(tmp_path, capsys) -> None:
     [
         (["train", "CartPole-v1", "--seeds", "0"], "--seeds 0 is invalid"),
         (["compare", "{tmp}"], "not a multi-seed run dir"),
+        (["train", "--resume", "{tmp}", "--seeds", "2"], "drop --seeds"),
         (["train", "CartPole-v1", "--seeds", "2", "--set", "num_envs=2"], "num_envs = 2"),
     ],
 )

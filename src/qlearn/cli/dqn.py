@@ -67,15 +67,19 @@ def train(
     from qlearn.train import DQN
 
     check_seeds_option(seeds)
-    if resume is not None and is_multi_seed_run(resume) and not (env or preset or config):
-        if overrides or steps is not None or run_dir is not None or seeds is not None:
+    if resume is not None and seeds is not None:
+        raise ConfigError("--resume continues a run with the seeds it has; drop --seeds")
+    if resume is not None and is_multi_seed_run(resume):
+        if env or preset or config or overrides or steps is not None or run_dir is not None:
             raise ConfigError(
                 "--resume continues the run with its saved config, seeds, total steps and run "
-                "dir; drop --set/--steps/--run-dir/--seeds"
+                "dir; drop ENV/--preset/--config/--set/--steps/--run-dir"
             )
         train_seeds(None, None, 0, None, resume, progress)
         return
-    if seeds is not None and resume is None and env is not None:
+    if seeds is not None:
+        if env is None:
+            raise ConfigError("give an env id (e.g. qlearn train CartPole-v1 --seeds 16)")
         steps_override = [f"total_steps={steps}"] if steps is not None else []
         cfg = build_config(preset, config, [*(overrides or []), *steps_override])
         train_seeds(env, cfg, seeds, run_dir, None, progress)
