@@ -9,6 +9,7 @@ from qlearn.agents.dqn import DQNLearner
 from qlearn.agents.stacked import (
     PerSeedLearners,
     StackedMLPLearner,
+    StackedTorchLearner,
     make_stacked_learner,
 )
 from qlearn.config import DQNConfig
@@ -38,16 +39,27 @@ VARIANTS = {
     "double_clipped": {"double_q": True, "max_grad_norm": 0.5},
     "prioritized": {"prioritized": True, "double_q": True},
     "nstep_polyak": {"n_step": 3, "tau": 0.1},
-    "dueling": {"dueling": True, "double_q": True},
+    "dueling": {"dueling": True, "double_q": True, "max_grad_norm": 0.5},
+    "c51": {"distributional": "c51", "v_min": -5.0, "v_max": 5.0, "num_atoms": 11},
+    "qr_prioritized": {"distributional": "qr", "num_atoms": 8, "prioritized": True},
+    "torch_engine": {"engine": "torch", "double_q": True},
+    "noisy": {"noisy": True},
 }
+ENGINES = {"noisy": PerSeedLearners}
+ENGINES.update(
+    {v: StackedTorchLearner for v in ("dueling", "c51", "qr_prioritized", "torch_engine")}
+)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_each_seed_equals_its_single_learner(variant: str) -> None:
     config = DQNConfig(hidden_sizes=(32, 16), batch_size=16, **VARIANTS[variant])
     stacked = make_stacked_learner(SPEC, config, SEEDS)
-    expected = StackedMLPLearner if variant != "dueling" else PerSeedLearners
-    assert isinstance(stacked, expected)
+    engine = ENGINES.get(variant, StackedMLPLearner)
+    assert isinstance(stacked, engine)
+    # The numpy engine is bit for bit the single numpy engine; torch.func's batched products
+    # round differently from the single torch engine's, within float32 tolerance.
+    tolerance = 1e-5 if engine is StackedTorchLearner else 0.0
     singles = [DQNLearner(SPEC, config.replace(seed=s)) for s in SEEDS]
     fill([stacked.replays, [s.replay for s in singles]])
     obs = np.random.default_rng(1).normal(size=(len(SEEDS), 4)).astype(np.float32)
@@ -58,7 +70,7 @@ def test_each_seed_equals_its_single_learner(variant: str) -> None:
         for s in singles:
             s.sync_target()
         for k in range(len(SEEDS)):
-            assert metrics[k]["loss"] == pytest.approx(single_metrics[k]["loss"], rel=1e-6)
+            assert metrics[k]["loss"] == pytest.approx(single_metrics[k]["loss"], rel=1e-4)
         actions = stacked.act(obs, 0.5)
         np.testing.assert_array_equal(
             actions, [int(s.act(obs[k : k + 1], 0.5)[0]) for k, s in enumerate(singles)]
@@ -68,10 +80,12 @@ def test_each_seed_equals_its_single_learner(variant: str) -> None:
         mine, theirs = stacked.seed_tensors(k), single.tensors()
         assert set(mine) == set(theirs)
         for key in theirs:
-            torch.testing.assert_close(mine[key], theirs[key], rtol=0, atol=0, msg=key)
-        # The greedy Q-values of the stacked forward pass are the single learner's.
+            atol = tolerance if key != "torch_rng" else 0.0
+            torch.testing.assert_close(mine[key], theirs[key], rtol=0, atol=atol, msg=key)
+        # The greedy Q-values (noise off) of the stacked forward pass are the single learner's.
+        single.q_net.eval()
         np.testing.assert_allclose(
-            stacked.q_values(obs[:, None])[k], single.q_values(obs[k : k + 1]), rtol=1e-6
+            stacked.q_values(obs[:, None])[k], single.q_values(obs[k : k + 1]), rtol=1e-5
         )
 
 

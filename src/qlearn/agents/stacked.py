@@ -6,7 +6,7 @@ exploration and replay sampling, drawn in the same order, and its own replay mem
 the seeds changes the speed, never the result; `tests/agents/test_stacked.py` pins seed k of a
 stacked run to a single run of seed k.
 
-Two implementations share one interface (`StackedLearner`):
+Three implementations share one interface (`StackedLearner`); `make_stacked_learner` picks:
 
 - `StackedMLPLearner`, the fast path for plain MLP Q-networks on the CPU (what the numpy engine
   of `qlearn.agents.numpy_mlp` runs for one seed). Weights, gradients and Adam's moments are
@@ -15,9 +15,13 @@ Two implementations share one interface (`StackedLearner`):
   BLAS gemm per seed with the very shapes of the single-seed engine, so each seed's numbers are
   bit for bit those of its single run. Adam is elementwise, so Adam over the stacked arrays is
   num_seeds separate Adams; gradient-norm clipping is per seed.
-- `PerSeedLearners`, every other variant (dueling, noisy nets, C51/QR, CNN torsos, the torch
-  engine): one `DQNLearner` per seed, updated one after another. Exact by construction, and no
-  faster than separate runs in one process (no process start-up, one env loop).
+- `StackedTorchLearner`, every other network the torch engine runs (dueling heads, C51/QR,
+  CNN torsos, `engine = "torch"`): `torch.func.stack_module_state` + `vmap(functional_call)`,
+  gradients from `vmap(grad(loss))`, one Adam over the stacked parameters, per-seed clipping.
+  Equal to the single runs within float32 rounding (batched products round differently).
+- `PerSeedLearners`, what torch.func cannot batch (noisy nets, whose noise comes from each
+  seed's own torch generator; `log_grad_norms`; `on_nonfinite = "skip"`): one `DQNLearner`
+  per seed, updated one after another. Exact, and no faster than separate runs.
 
 Replay: one `ReplayMemory` per seed (a seed's memory is exactly a single run's), not one array
 with a seed axis; sampling gathers each seed's mini-batch and stacks them.
@@ -25,6 +29,7 @@ with a seed axis; sampling gathers each seed's mini-batch and stacks them.
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Sequence
@@ -34,8 +39,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from qlearn import targets
 from qlearn.agents import numpy_mlp
-from qlearn.agents.dqn import DQNLearner, pick_network
+from qlearn.agents.dqn import DQNLearner, expected_q, pick_network
 from qlearn.config import DQNConfig
 from qlearn.envs import EnvSpec, ObsEncoder
 from qlearn.errors import ConfigError, TrainingError
@@ -100,6 +106,8 @@ def make_stacked_learner(spec: EnvSpec, config: DQNConfig, seeds: Sequence[int])
     learners = [DQNLearner(spec, seed_config(config, s)) for s in seeds]
     if learners[0].engine is not None:
         return StackedMLPLearner(spec, config, learners)
+    if not torch_func_unsupported(config):
+        return StackedTorchLearner(spec, config, learners)
     return PerSeedLearners(learners)
 
 
@@ -538,3 +546,275 @@ def _flat_params(net: nn.Module) -> np.ndarray:
     for _, m in _linears(net):
         parts += [m.weight.detach().reshape(-1), m.bias.detach().reshape(-1)]
     return torch.cat(parts).numpy().astype(np.float32)
+
+
+# ---------------------------------------------------------------------- stacked torch engine
+def torch_func_unsupported(config: DQNConfig) -> list[str]:
+    """Settings the torch.func learner does not run (they fall back to `PerSeedLearners`)."""
+    reasons = []
+    if config.noisy:
+        reasons.append("noisy = true (each seed's noise comes from its own torch generator)")
+    if config.log_grad_norms:
+        reasons.append("log_grad_norms = true")
+    if config.on_nonfinite == "skip":
+        reasons.append("on_nonfinite = 'skip' (one Adam step counter for all seeds)")
+    return reasons
+
+
+class StackedTorchLearner:
+    """Any non-noisy Q-network (dueling, C51/QR, CNN torsos) for several seeds, in torch.func.
+
+    The seeds' networks are stacked with `torch.func.stack_module_state` (a leading seed axis
+    on every parameter) and run with `vmap(functional_call)`; the gradient of every seed's loss
+    comes from one `vmap(grad(...))`. One `torch.optim.Adam` steps the stacked parameters: Adam
+    is elementwise, so this is one Adam per seed. Gradient-norm clipping is per seed.
+
+    The loss mirrors `DQNLearner._loss` with the pure functions of `qlearn.targets`. Batched
+    matrix products round differently from the single run's, so a seed matches its single run
+    to float tolerance, not bit for bit (`tests/agents/test_stacked.py`).
+    """
+
+    def __init__(self, spec: EnvSpec, config: DQNConfig, learners: Sequence[DQNLearner]) -> None:
+        from torch.func import stack_module_state
+
+        self.config = config
+        self.spec = spec
+        self.encoder = ObsEncoder(spec)
+        self.num_actions = spec.num_actions
+        self.seeds = tuple(lr.config.seed for lr in learners)
+        self.num_seeds = len(learners)
+        self.rngs = [lr.rng for lr in learners]
+        self.replays = [lr.replay for lr in learners]
+        self.device = learners[0].device
+        self._torch_rng_states = [lr.torch_rng.get_state() for lr in learners]
+        self._num_updates = np.zeros(self.num_seeds, dtype=np.int64)
+        self.support = learners[0].support
+        params, self.buffers = stack_module_state([lr.q_net for lr in learners])
+        target_params, self.target_buffers = stack_module_state([lr.target_net for lr in learners])
+        self.params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+        self.target_params = {k: v.detach().clone() for k, v in target_params.items()}
+        self.base = copy.deepcopy(learners[0].q_net).to("meta")
+        self.optimizer = torch.optim.Adam(
+            list(self.params.values()), lr=config.learning_rate, eps=config.adam_eps
+        )
+        self._names = list(self.params)
+
+    @property
+    def num_updates(self) -> int:
+        return int(self._num_updates.min())
+
+    def seed_num_updates(self, k: int) -> int:
+        return int(self._num_updates[k])
+
+    def set_seed_num_updates(self, k: int, value: int) -> None:
+        self._num_updates[k] = value
+
+    # ------------------------------------------------------------------ forward
+    def _forward_one(
+        self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor
+    ) -> torch.Tensor:
+        from torch.func import functional_call
+
+        return functional_call(self.base, (params, buffers), (x,))
+
+    def _forward(
+        self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor
+    ) -> torch.Tensor:
+        """(S, rows, ...) inputs -> (S, rows, actions[, atoms]) outputs of every seed's net."""
+        from torch.func import vmap
+
+        return vmap(self._forward_one)(params, buffers, x)
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(array, device=self.device)
+
+    def _encode(self, obs: np.ndarray) -> torch.Tensor:
+        s, rows = obs.shape[:2]
+        x = self.encoder(obs.reshape(s * rows, *obs.shape[2:]))
+        return self._tensor(np.ascontiguousarray(x)).reshape(s, rows, *x.shape[1:])
+
+    def q_values(self, obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = self._forward(self.params, self.buffers, self._encode(obs))
+            s, rows = out.shape[:2]
+            q = expected_q(out.flatten(0, 1), self.config.distributional, self.support)
+            return q.reshape(s, rows, -1).cpu().numpy()
+
+    def act(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
+        """As `StackedMLPLearner.act`: each seed draws from its own generator in a single
+        run's order."""
+        actions = np.empty(self.num_seeds, dtype=np.int64)
+        greedy = []
+        for k, rng in enumerate(self.rngs):
+            if rng.random() < epsilon:
+                actions[k] = rng.integers(self.num_actions)
+            else:
+                greedy.append(k)
+        if greedy:
+            q = self.q_values(obs[:, None])[:, 0]
+            if self.config.exploration == "softmax":
+                for k in greedy:
+                    actions[k] = softmax_action(
+                        q[k : k + 1], self.config.temperature, self.rngs[k]
+                    )[0]
+            else:
+                actions[greedy] = q[greedy].argmax(axis=1)
+        return actions
+
+    # ------------------------------------------------------------------ the update
+    def _seed_loss(
+        self,
+        params: dict[str, torch.Tensor],
+        target_params: dict[str, torch.Tensor],
+        buffers: dict[str, torch.Tensor],
+        batch: tuple[torch.Tensor, ...],
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """One seed's mean loss and (loss, mean Q taken, per-sample priority); as
+        `DQNLearner._loss` for one seed."""
+        c = self.config
+        obs, next_obs, actions, returns, terminated, discounts, weights = batch
+        n = actions.shape[0]
+        idx = actions[:, None]
+        if c.distributional == "none":
+            if c.double_q:
+                both = self._forward_one(params, buffers, torch.cat([obs, next_obs]))
+                out, next_online = both[:n], both[n:].detach()
+            else:
+                out = self._forward_one(params, buffers, obs)
+            q_taken = out.gather(1, idx).squeeze(1)
+            with torch.no_grad():
+                next_target = self._forward_one(target_params, buffers, next_obs)
+                if c.double_q:
+                    target = targets.double_q_target(
+                        returns, discounts, terminated, next_online, next_target
+                    )
+                else:
+                    target = targets.td_target(returns, discounts, terminated, next_target)
+            if c.loss == "huber":
+                per_sample = nn.functional.smooth_l1_loss(q_taken, target, reduction="none")
+            else:
+                per_sample = nn.functional.mse_loss(q_taken, target, reduction="none")
+            priority = (q_taken - target).detach().abs()
+        else:
+            out = self._forward_one(params, buffers, obs)
+            with torch.no_grad():
+                next_out = self._forward_one(target_params, buffers, next_obs)
+                chooser = self._forward_one(params, buffers, next_obs) if c.double_q else next_out
+                next_actions = expected_q(chooser, c.distributional, self.support).argmax(1)
+                pick = next_actions[:, None, None].expand(-1, 1, next_out.shape[-1])
+                next_dist = next_out.gather(1, pick).squeeze(1)
+            taken = out.gather(1, idx[:, :, None].expand(-1, 1, out.shape[-1])).squeeze(1)
+            if c.distributional == "c51":
+                with torch.no_grad():
+                    target_probs = targets.c51_project(
+                        next_dist.softmax(-1), returns, discounts, terminated, self.support
+                    )
+                per_sample = targets.c51_loss(taken, target_probs)
+                q_taken = (taken.detach().softmax(-1) * self.support).sum(-1)
+            else:
+                scale = (discounts * (1 - terminated))[:, None]
+                per_sample = targets.quantile_huber_loss(
+                    taken, returns[:, None] + scale * next_dist
+                )
+                q_taken = taken.detach().mean(-1)
+            priority = per_sample.detach()
+        loss = (per_sample * weights).mean() if c.prioritized else per_sample.mean()
+        return loss, (loss.detach(), q_taken.detach().mean(), priority)
+
+    def update(self, num_updates: int, beta: float) -> list[dict[str, float]]:
+        """`num_updates` gradient steps for every seed, each on a fresh mini-batch per seed."""
+        from torch.func import grad, vmap
+
+        c = self.config
+        grad_fn = vmap(grad(self._seed_loss, has_aux=True))
+        loss = q_mean = torch.full((self.num_seeds,), math.nan)
+        for _ in range(num_updates):
+            batches = [
+                r.sample(c.batch_size, g, beta=beta)
+                for r, g in zip(self.replays, self.rngs, strict=True)
+            ]
+            stacked = (
+                self._encode(np.stack([b.obs for b in batches])),
+                self._encode(np.stack([b.next_obs for b in batches])),
+                self._tensor(np.stack([b.actions for b in batches])),
+                self._tensor(np.stack([b.returns for b in batches])),
+                self._tensor(np.stack([b.terminated for b in batches])),
+                self._tensor(np.stack([b.discounts for b in batches])),
+                self._tensor(np.stack([b.weights for b in batches])),
+            )
+            detached = {k: v.detach() for k, v in self.params.items()}
+            grads, (loss, q_mean, priority) = grad_fn(
+                detached, self.target_params, self.buffers, stacked
+            )
+            bad = ~torch.isfinite(loss)
+            if bad.any():
+                k = int(bad.nonzero()[0])
+                raise TrainingError(
+                    f"non-finite loss ({float(loss[k])}) at update {self._num_updates[k]} of "
+                    f"seed {self.seeds[k]}; lower learning_rate or check rewards for NaN/inf"
+                )
+            grad_list = [grads[name] for name in self._names]
+            if c.max_grad_norm is not None:
+                norms = torch.stack(
+                    [torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grad_list], dim=1
+                )
+                total = torch.linalg.vector_norm(norms, dim=1)  # (S,)
+                coef = (c.max_grad_norm / (total + 1e-6)).clamp(max=1.0)
+                for g in grad_list:
+                    g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
+            for name, g in zip(self._names, grad_list, strict=True):
+                self.params[name].grad = g
+            self.optimizer.step()
+            self._num_updates += 1
+            if c.prioritized:
+                td = priority.cpu().numpy()
+                for k, (r, b) in enumerate(zip(self.replays, batches, strict=True)):
+                    r.update_priorities(b.indices, td[k])
+        return [
+            {"loss": float(loss[k]), "q_mean": float(q_mean[k])} if num_updates else {}
+            for k in range(self.num_seeds)
+        ]
+
+    def sync_target(self) -> None:
+        online = [self.params[n].detach() for n in self._names]
+        target = [self.target_params[n] for n in self._names]
+        with torch.no_grad():
+            if self.config.tau >= 1.0:
+                torch._foreach_copy_(target, online)
+            else:
+                torch._foreach_lerp_(target, online, self.config.tau)
+
+    # ------------------------------------------------------------------ state
+    def seed_tensors(self, k: int) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for prefix, params in (("q_net", self.params), ("target_net", self.target_params)):
+            for name, value in {**params, **self.buffers}.items():
+                out[f"{prefix}.{name}"] = value[k].detach().clone()
+        for i, name in enumerate(self._names):
+            state = self.optimizer.state.get(self.params[name])
+            if state:
+                out[f"optim.{i}.step"] = torch.as_tensor(state["step"]).clone().float()
+                out[f"optim.{i}.exp_avg"] = state["exp_avg"][k].clone()
+                out[f"optim.{i}.exp_avg_sq"] = state["exp_avg_sq"][k].clone()
+        out["torch_rng"] = self._torch_rng_states[k].clone()
+        return out
+
+    def load_seed_tensors(self, k: int, tensors: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for prefix, params in (("q_net", self.params), ("target_net", self.target_params)):
+                for name, value in {**params, **self.buffers}.items():
+                    value[k].copy_(tensors[f"{prefix}.{name}"])
+            for i, name in enumerate(self._names):
+                if f"optim.{i}.exp_avg" not in tensors:
+                    continue
+                p = self.params[name]
+                state = self.optimizer.state[p]
+                if not state:
+                    state["step"] = torch.tensor(0.0)
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] = torch.as_tensor(tensors[f"optim.{i}.step"]).clone().float()
+                state["exp_avg"][k].copy_(tensors[f"optim.{i}.exp_avg"])
+                state["exp_avg_sq"][k].copy_(tensors[f"optim.{i}.exp_avg_sq"])
+        if "torch_rng" in tensors:
+            self._torch_rng_states[k] = tensors["torch_rng"].clone()
