@@ -52,6 +52,9 @@ def test_train_eval_plot_compare(tmp_path, capsys) -> None:
     assert code == 0, err
     assert "resuming" in err and "3 seeds" in err and "trained 3 seeds" in out
 
+    code, out, err = run_cli(["play", tmp_path / "a", "--gif", tmp_path / "x.gif"], capsys)
+    assert code == 2 and err.count("error:") == 1 and "seed_0" in err
+
     code, out, err = run_cli(["plot", tmp_path / "a"], capsys)
     assert code == 0, err
     assert (tmp_path / "a" / "seeds.png").stat().st_size > 0

@@ -302,7 +302,7 @@ class StackedMLPLearner:
         for i in range(len(self._online) - 1, -1, -1):
             h_in = acts[i]
             dw, db = self._grads[i]
-            dw[...] = np.matmul(g.transpose(0, 2, 1), h_in)
+            np.matmul(g.transpose(0, 2, 1), h_in, out=dw)
             np.add.reduce(g, axis=1, out=db)
             if i:
                 g = np.matmul(g, self._online[i][0])

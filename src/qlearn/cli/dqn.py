@@ -177,6 +177,9 @@ def play(
     # Before loading and playing: a path the GIF cannot go to fails now, not after the work.
     check_output_path(gif, GIF_FORMATS, "--gif")
     check_seed(seed, "--seed")
+    from qlearn.cli.seeds import refuse_parent
+
+    refuse_parent(run_dir, "play")
     agent = DQN.load(run_dir)
     env = agent.make_eval_env(render_mode="rgb_array")
     frames: list = []

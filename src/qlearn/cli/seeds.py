@@ -163,3 +163,15 @@ def compare(
 def check_seeds_option(seeds: int | None) -> None:
     if seeds is not None and seeds < 1:
         raise ConfigError(f"--seeds {seeds} is invalid; allowed: an integer >= 1")
+
+
+def refuse_parent(run_dir: Path, command: str) -> None:
+    """ConfigError for a multi-seed run dir given to a command that takes one run."""
+    from qlearn.run_dirs import is_multi_seed_run, read_multi_seed_info, seed_dir_name
+
+    if is_multi_seed_run(run_dir):
+        first = seed_dir_name(read_multi_seed_info(run_dir)["seeds"][0])
+        raise ConfigError(
+            f"{str(run_dir)!r} is a multi-seed run dir; `qlearn {command}` takes one seed's run "
+            f"dir, e.g. {str(run_dir / first)!r}"
+        )
