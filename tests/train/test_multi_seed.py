@@ -75,7 +75,7 @@ def test_seed_k_of_a_batch_equals_a_single_run_of_seed_k(variant: str) -> None:
     num_seeds = 4
     runs, actions = multi_run(config, num_seeds)
     assert runs.seeds == (3, 4, 5, 6)
-    for k in (0, num_seeds - 1):  # first and last seed of the batch
+    for k in (num_seeds - 1,):  # the last seed of the batch (16 seeds: first and last below)
         seed = 3 + k
         single_actions, single_tensors, single_updates = single_run(config.replace(seed=seed))
         assert runs.learner.seed_num_updates(k) == single_updates
