@@ -16,6 +16,7 @@ Measures, each in a fresh subprocess, one after another on the same machine:
 
 Defaults run in a few minutes (4 seeds, 20k steps, no SB3); the issue's full version is
 `--num-seeds 16 --steps 0 --sb3 --rss-seeds 1,4,16,64` (steps 0: the preset's total_steps).
+`--parts ratio,sb3,rss` runs only the parts named; the JSON is written after each part.
 
     python benchmarks/many_seeds.py
     python benchmarks/many_seeds.py --num-seeds 16 --steps 0 --sb3 --rss-seeds 1,4,16,64
@@ -200,86 +201,74 @@ def main() -> None:
         "--steps", type=int, default=20_000, help="env steps per seed; 0: the preset's own"
     )
     parser.add_argument("--eval-interval", type=int, default=2_500)
-    parser.add_argument("--sb3", action="store_true", help="also run SB3 (CartPole only)")
+    parser.add_argument(
+        "--parts", default="ratio,rss", help="comma-separated: ratio, sb3 (CartPole only), rss"
+    )
+    parser.add_argument("--sb3", action="store_true", help="add the sb3 part")
     parser.add_argument("--rss-seeds", default="1,4,16", help="seed counts for the memory table")
     parser.add_argument("--rss-steps", type=int, default=3_000)
     args = parser.parse_args()
     if args.quick:
         args.num_seeds, args.steps, args.eval_interval = 2, 1_500, 500
         args.rss_seeds, args.rss_steps = "1,2", 1_200
+    parts = {p for p in args.parts.split(",") if p} | ({"sb3"} if args.sb3 else set())
     rss_seeds = [int(s) for s in args.rss_seeds.split(",") if s]
     common = (args.env, args.preset, args.steps, args.eval_interval)
     report: dict[str, Any] = {"env": args.env, "preset": args.preset, "quick": args.quick}
+    name = "_".join(["many_seeds", args.preset, *sorted(parts)]) + ("_quick" if args.quick else "")
+    path = args.results / f"{name}.json"
 
-    single = _in_subprocess(single_run, *common)
-    multi = _in_subprocess(multi_run, *common, args.num_seeds)
-    report["single"], report["multi"] = single, multi
-    report["wall_ratio"] = multi["wall_s"] / single["wall_s"]
-    report["train_ratio"] = multi["train_s"] / single["train_s"]
-    report["throughput_per_seed_ratio"] = args.num_seeds / report["wall_ratio"]
-    rows = [
-        [
-            "1 seed (DQN)",
-            f"{single['wall_s']:.1f}",
-            f"{single['train_s']:.1f}",
-            "1.0x",
-            f"{single['solved']}/1",
-        ],
-        [
-            f"{args.num_seeds} seeds (MultiSeedDQN)",
-            f"{multi['wall_s']:.1f}",
-            f"{multi['train_s']:.1f}",
-            f"{report['wall_ratio']:.2f}x",
-            f"{multi['solved']}/{args.num_seeds}",
-        ],
-    ]
-    print(
-        f"{args.env}, preset {args.preset}, {multi['steps']} steps per seed, engine "
-        f"{multi['engine']}"
-    )
-    print(markdown_table(["run", "wall (s)", "training (s)", "wall vs 1 seed", "solved"], rows))
-    print(f"throughput per seed: {report['throughput_per_seed_ratio']:.2f}x a single run's")
+    if "ratio" in parts:
+        single = _in_subprocess(single_run, *common)
+        multi = _in_subprocess(multi_run, *common, args.num_seeds)
+        report["single"], report["multi"] = single, multi
+        report["wall_ratio"] = multi["wall_s"] / single["wall_s"]
+        report["train_ratio"] = multi["train_s"] / single["train_s"]
+        report["throughput_per_seed_ratio"] = args.num_seeds / report["wall_ratio"]
+        rows = [
+            ["1 seed (DQN)", f"{single['wall_s']:.1f}", f"{single['train_s']:.1f}", "1.0x",
+             f"{single['solved']}/1"],
+            [f"{args.num_seeds} seeds (MultiSeedDQN)", f"{multi['wall_s']:.1f}",
+             f"{multi['train_s']:.1f}", f"{report['wall_ratio']:.2f}x",
+             f"{multi['solved']}/{args.num_seeds}"],
+        ]  # fmt: skip
+        print(f"{args.env}, preset {args.preset}, {multi['steps']} steps per seed, engine "
+              f"{multi['engine']}")  # fmt: skip
+        print(markdown_table(["run", "wall (s)", "training (s)", "wall vs 1 seed", "solved"], rows))
+        print(f"throughput per seed: {report['throughput_per_seed_ratio']:.2f}x a single run's")
+        write_json(path, report)
 
-    if args.sb3:
+    if "sb3" in parts:
         budget = args.steps or 50_000
-        until = _in_subprocess(
-            multi_run, *common, args.num_seeds, True
-        )  # stopped when every seed has solved
+        # qlearn stopped when every seed has solved, against SB3 processes each stopped when
+        # it has solved.
+        until = _in_subprocess(multi_run, *common, args.num_seeds, True)
         sb3 = sb3_pool(args.num_seeds, budget, args.eval_interval)
         report["qlearn_until_solved"], report["sb3"] = until, sb3
         ratio = sb3["wall_until_all_stopped_s"] / until["wall_s"]
         report["sb3_ratio"] = ratio
-        print(
-            markdown_table(
-                ["library", "setup", "wall until all stopped (s)", "solved"],
-                [
-                    [
-                        "qlearn",
-                        f"{args.num_seeds} seeds, one process",
-                        f"{until['wall_s']:.1f}",
-                        f"{until['solved']}/{args.num_seeds}",
-                    ],
-                    [
-                        "SB3",
-                        f"{args.num_seeds} processes, {sb3['processes']} at a time",
-                        f"{sb3['wall_until_all_stopped_s']:.1f}",
-                        f"{sb3['solved']}/{args.num_seeds}",
-                    ],
-                ],
-            )
-        )
+        rows = [
+            ["qlearn", f"{args.num_seeds} seeds, one process", f"{until['wall_s']:.1f}",
+             f"{until['solved']}/{args.num_seeds}"],
+            ["SB3", f"{args.num_seeds} processes, {sb3['processes']} at a time",
+             f"{sb3['wall_until_all_stopped_s']:.1f}", f"{sb3['solved']}/{args.num_seeds}"],
+        ]  # fmt: skip
+        print(markdown_table(["library", "setup", "wall until all stopped (s)", "solved"], rows))
         print(f"SB3 / qlearn: {ratio:.1f}x")
+        write_json(path, report)
 
-    rss_rows, report["rss"] = [], []
-    for n in rss_seeds:
-        r = _in_subprocess(
-            multi_run, args.env, args.preset, args.rss_steps, 0, n, False, args.rss_steps
-        )
-        report["rss"].append(r)
-        rss_rows.append([n, f"{r['peak_rss_mb']:.0f}", f"{r['replay_mb']:.1f}"])
-    print(markdown_table(["seeds", "peak RSS (MB)", "replay arrays (MB)"], rss_rows))
-    name = f"many_seeds_{args.preset}{'_quick' if args.quick else ''}.json"
-    print(f"wrote {write_json(args.results / name, report)}")
+    if "rss" in parts:
+        rss_rows, report["rss"] = [], []
+        for n in rss_seeds:
+            r = _in_subprocess(
+                multi_run, args.env, args.preset, args.rss_steps, 0, n, False, args.rss_steps
+            )
+            report["rss"].append(r)
+            rss_rows.append([n, f"{r['peak_rss_mb']:.0f}", f"{r['replay_mb']:.1f}"])
+        print(f"{args.rss_steps} steps per seed, replay buffer_size {args.rss_steps} (full)")
+        print(markdown_table(["seeds", "peak RSS (MB)", "replay arrays (MB)"], rss_rows))
+        write_json(path, report)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
