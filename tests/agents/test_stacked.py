@@ -121,3 +121,15 @@ def test_bad_seed_lists_are_refused() -> None:
         make_stacked_learner(SPEC, DQNConfig(), (1, 1))
     with pytest.raises(ConfigError, match="num_seeds = 0"):
         make_stacked_learner(SPEC, DQNConfig(), ())
+
+
+def test_target_pass_in_seed_groups_gives_the_same_values(monkeypatch) -> None:
+    """Seeds go through the target network in groups (bounded memory) with unchanged values."""
+    from qlearn.agents import stacked as module
+
+    learner = make_stacked_learner(SPEC, DQNConfig(hidden_sizes=(32,)), range(5))
+    x = np.random.default_rng(0).normal(size=(5, 300, 4)).astype(np.float32)
+    whole = learner.forward(learner._target, x)[-1]
+    for limit in (700, 300, 100):  # groups of 2 seeds, one seed, row chunks of one seed
+        monkeypatch.setattr(module, "MAX_TARGET_ROWS", limit)
+        np.testing.assert_array_equal(learner._target_values(x), whole)

@@ -287,15 +287,27 @@ class StackedMLPLearner:
 
     # ------------------------------------------------------------------ the update
     def _target_values(self, next_x: np.ndarray) -> np.ndarray:
-        """Target-network Q-values (S, rows, A), in the single engine's row chunks."""
-        rows = next_x.shape[1]
-        if rows <= MAX_TARGET_ROWS:
+        """Target-network Q-values (S, rows, A).
+
+        Each seed's rows go through in the single engine's chunks of MAX_TARGET_ROWS (the same
+        products, so the same numbers), and the seeds in groups of at most MAX_TARGET_ROWS rows
+        in all, so the activations held at once do not grow with the number of seeds.
+        """
+        s, rows = next_x.shape[:2]
+        if rows > MAX_TARGET_ROWS:
+            parts = [
+                self._target_values(next_x[:, i : i + MAX_TARGET_ROWS])
+                for i in range(0, rows, MAX_TARGET_ROWS)
+            ]
+            return np.concatenate(parts, axis=1)
+        group = max(1, MAX_TARGET_ROWS // rows)
+        if group >= s:
             return self.forward(self._target, next_x)[-1]
-        parts = [
-            self.forward(self._target, next_x[:, i : i + MAX_TARGET_ROWS])[-1]
-            for i in range(0, rows, MAX_TARGET_ROWS)
-        ]
-        return np.concatenate(parts, axis=1)
+        out = np.empty((s, rows, self.num_actions), dtype=np.float32)
+        for i in range(0, s, group):
+            layers = [(w[i : i + group], b[i : i + group]) for w, b in self._target]
+            out[i : i + group] = self.forward(layers, next_x[i : i + group])[-1]
+        return out
 
     def _backward(self, acts: Sequence[np.ndarray], grad_out: np.ndarray) -> None:
         g = grad_out
