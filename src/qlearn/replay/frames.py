@@ -132,17 +132,6 @@ class FrameStackStorage:
         self._recent_order: deque[tuple[int, int]] = deque()
         self.evict_hook: Callable[[int], None] | None = None
 
-    @staticmethod
-    def estimate_bytes(
-        capacity: int,
-        obs_shape: tuple[int, ...],
-        obs_dtype: np.dtype | str,
-        num_actions: int,
-        dedup_window: int = DEDUP_WINDOW,
-    ) -> int:
-        """Bytes the buffer allocates (see `estimate_frame_bytes`)."""
-        return estimate_frame_bytes(capacity, obs_shape, obs_dtype, num_actions, dedup_window)
-
     def __len__(self) -> int:
         return self.size
 
@@ -241,34 +230,19 @@ class FrameStackStorage:
                 f"{name} has shape {obs.shape}; allowed: {expected} (rows, stack, *frame)"
             )
 
-    def add(
-        self,
-        obs: np.ndarray,
-        actions: np.ndarray,
-        returns: np.ndarray,
-        next_obs: np.ndarray,
-        terminated: np.ndarray,
-        steps: np.ndarray | int = 1,
-    ) -> np.ndarray:
-        """Store rows (one transition each) and return their slots.
+    def add(self, rows: Rows) -> np.ndarray:
+        """Store rows (one transition each) and return their (n,) int64 slots, in row order.
 
-        Args:
-            obs: (n, stack, *frame) observations the actions were taken in.
-            actions: (n,) actions.
-            returns: (n,) rewards, or n-step returns when `steps` > 1.
-            next_obs: (n, stack, *frame) observations `steps` steps later.
-            terminated: (n,) bool; cuts the bootstrap.
-            steps: (n,) or one int: steps each transition spans, in [1, 255].
-
-        Returns:
-            (n,) int64 slots, in the order of the rows.
+        `rows.obs` and `rows.next_obs` are (n, stack, *frame); `rows.steps` is (n,) or one int
+        in [1, 255].
         """
-        obs = np.asarray(obs)
-        next_obs = np.asarray(next_obs)
+        obs = np.asarray(rows.obs)
+        next_obs = np.asarray(rows.next_obs)
+        actions, returns, terminated = rows.actions, rows.returns, rows.terminated
         n = len(actions)
         self._check_obs("obs", obs, n)
         self._check_obs("next_obs", next_obs, n)
-        steps_array = np.broadcast_to(np.asarray(steps, dtype=np.int64), (n,))
+        steps_array = np.broadcast_to(np.asarray(rows.steps, dtype=np.int64), (n,))
         slots = np.empty(n, dtype=np.int64)
         for row in range(n):
             slots[row] = self._add_row(

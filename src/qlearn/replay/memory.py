@@ -28,7 +28,7 @@ from qlearn.errors import TrainingError
 from qlearn.replay.frames import DEDUP_WINDOW, FrameStackStorage, estimate_frame_bytes
 from qlearn.replay.nstep import NStepAccumulator
 from qlearn.replay.sampler import PrioritizedSampler, Sampler, UniformSampler
-from qlearn.replay.storage import FlatStorage, Storage, check_fits, estimate_bytes
+from qlearn.replay.storage import FlatStorage, Rows, Storage, check_fits, estimate_bytes
 from qlearn.replay.sum_tree import SumTree
 
 
@@ -193,7 +193,7 @@ class ReplayMemory:
         Returns:
             (k,) int64 slots written, in the order of the rows.
         """
-        slots = self.storage.add(obs, actions, returns, next_obs, terminated, steps)
+        slots = self.storage.add(Rows(obs, actions, returns, next_obs, terminated, steps))
         self.sampler.on_add(slots)
         return slots
 

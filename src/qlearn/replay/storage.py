@@ -27,7 +27,7 @@ class Rows(NamedTuple):
     returns: np.ndarray  # (rows,) float32: n-step returns (the reward when steps = 1)
     next_obs: np.ndarray  # (rows, *obs_shape), `steps` steps after obs
     terminated: np.ndarray  # (rows,) float32 in {0, 1}
-    steps: np.ndarray  # (rows,) uint8: env steps each transition spans
+    steps: np.ndarray | int  # (rows,) uint8: env steps each transition spans; or one int
 
 
 class Storage(Protocol):
@@ -45,15 +45,7 @@ class Storage(Protocol):
     @property
     def nbytes(self) -> int: ...
 
-    def add(
-        self,
-        obs: np.ndarray,
-        actions: np.ndarray,
-        returns: np.ndarray,
-        next_obs: np.ndarray,
-        terminated: np.ndarray,
-        steps: np.ndarray | int = 1,
-    ) -> np.ndarray:
+    def add(self, rows: Rows) -> np.ndarray:
         """Store rows (one transition each); return the (rows,) int64 slots written."""
         ...
 
@@ -183,24 +175,16 @@ class FlatStorage:
     def _arrays(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in self._STATE_NAMES}
 
-    def add(
-        self,
-        obs: np.ndarray,
-        actions: np.ndarray,
-        returns: np.ndarray,
-        next_obs: np.ndarray,
-        terminated: np.ndarray,
-        steps: np.ndarray | int = 1,
-    ) -> np.ndarray:
+    def add(self, rows: Rows) -> np.ndarray:
         """Store rows (one transition each) and return the (rows,) slots they went to."""
-        n = len(actions)
+        n = len(rows.actions)
         idx = (self.pos + np.arange(n)) % self.capacity
-        self.obs[idx] = obs
-        self.next_obs[idx] = next_obs
-        self.actions[idx] = actions
-        self.returns[idx] = returns
-        self.terminated[idx] = terminated
-        self.steps[idx] = steps
+        self.obs[idx] = rows.obs
+        self.next_obs[idx] = rows.next_obs
+        self.actions[idx] = rows.actions
+        self.returns[idx] = rows.returns
+        self.terminated[idx] = rows.terminated
+        self.steps[idx] = rows.steps
         self.pos = int((self.pos + n) % self.capacity)
         self.size = min(self.size + n, self.capacity)
         return idx
