@@ -30,10 +30,11 @@ with a seed axis; sampling gathers each seed's mini-batch and stacks them.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -365,7 +366,7 @@ class StackedMLPLearner:
 
     @np.errstate(over="ignore", invalid="ignore")
     def _step(
-        self, obs: np.ndarray, batch: _StackedBatch, next_target: np.ndarray
+        self, batch: _StackedBatch, next_target: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One gradient step per seed; as `NumpyMLPEngine.step` with a seed axis.
 
@@ -373,6 +374,7 @@ class StackedMLPLearner:
             (S,) losses, (S,) mean Q of the taken actions, (S, B) |TD error|.
         """
         c = self.config
+        obs = batch.x
         n = obs.shape[1]
         online = self._online
         actions = batch.actions[..., None]  # (S, B, 1)
@@ -427,7 +429,7 @@ class StackedMLPLearner:
                 ]
                 batch = self._stack(batches)
                 next_target = self._target_values(batch.next_x)
-                loss, q_mean, td = self._step(batch.x, batch, next_target)
+                loss, q_mean, td = self._step(batch, next_target)
                 self._record(loss, q_mean, applied, last_loss, last_q)
                 for k, r in enumerate(self.replays):
                     if math.isfinite(loss[k]):
@@ -440,7 +442,7 @@ class StackedMLPLearner:
             for i in range(num_updates):
                 rows = slice(i * b, (i + 1) * b)
                 batch = big.rows(rows)
-                loss, q_mean, _ = self._step(batch.x, batch, targets[:, rows])
+                loss, q_mean, _ = self._step(batch, targets[:, rows])
                 self._record(loss, q_mean, applied, last_loss, last_q)
         self._num_updates += applied
         return [
@@ -532,24 +534,23 @@ class StackedMLPLearner:
             self._torch_rng_states[k] = tensors["torch_rng"].clone()
 
 
+@dataclasses.dataclass
 class _StackedBatch:
     """Mini-batches of every seed, stacked: (S, B, ...) arrays, observations encoded."""
 
-    def __init__(self, **arrays: Any) -> None:
-        self.x: np.ndarray = arrays["x"]  # (S, B, input_dim)
-        self.next_x: np.ndarray = arrays["next_x"]  # (S, B, input_dim)
-        self.actions: np.ndarray = arrays["actions"]  # (S, B) int64
-        self.returns: np.ndarray = arrays["returns"]  # (S, B) float32
-        self.terminated: np.ndarray = arrays["terminated"]  # (S, B) float32
-        self.discounts: np.ndarray = arrays["discounts"]  # (S, B) float32
-        self.weights: np.ndarray = arrays["weights"]  # (S, B) float32
+    x: np.ndarray  # (S, B, input_dim) float32
+    next_x: np.ndarray  # (S, B, input_dim) float32
+    actions: np.ndarray  # (S, B) int64
+    returns: np.ndarray  # (S, B) float32
+    terminated: np.ndarray  # (S, B) float32
+    discounts: np.ndarray  # (S, B) float32
+    weights: np.ndarray  # (S, B) float32
 
     def rows(self, rows: slice) -> _StackedBatch:
+        """Rows `rows` of every seed's mini-batch, as views."""
         return _StackedBatch(
-            **{name: getattr(self, name)[:, rows] for name in _StackedBatch.FIELDS}
+            **{f.name: getattr(self, f.name)[:, rows] for f in dataclasses.fields(self)}
         )
-
-    FIELDS = ("x", "next_x", "actions", "returns", "terminated", "discounts", "weights")
 
 
 def _flat_params(net: nn.Module) -> np.ndarray:
