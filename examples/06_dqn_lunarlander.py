@@ -72,7 +72,7 @@ def main() -> None:
     learner = agent.learner
     same_layers = repr(learner.q_net) == repr(q)
     same_shapes = [p.shape for p in learner.q_net.parameters()] == [p.shape for p in q.parameters()]
-    same_lr = learner.optimizer.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"]
+    same_lr = learner.config.learning_rate == optimizer.param_groups[0]["lr"]
     assert same_layers and same_shapes and same_lr, (
         "the agent's network differs from QNetwork(8, 4)"
     )
@@ -80,7 +80,7 @@ def main() -> None:
     print(q)
     print(
         f"agent's main network matches it: layers {same_layers}, parameter shapes {same_shapes}, "
-        f"Adam lr {same_lr} ({learner.optimizer.param_groups[0]['lr']:g})"
+        f"Adam lr {same_lr} ({learner.config.learning_rate:g})"
     )
     print()
 

@@ -171,3 +171,17 @@ def test_many_seeds_script(tmp_path: Path) -> None:
     assert report["multi"]["num_seeds"] == 2 and report["multi"]["steps"] == 1500
     assert report["multi"]["engine"] == "StackedMLPLearner"
     assert [r["num_seeds"] for r in report["rss"]] == [1, 2]
+
+
+def test_tune_script(tmp_path: Path) -> None:
+    out = run_script(
+        "tune.py", "--quick", "--env", "CartPole-v1", "--results", str(tmp_path),
+        "--study-dir", str(tmp_path / "studies"),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert "| CartPole-v1 | tuned |" in out and "| CartPole-v1 | default |" in out
+    result = json.loads((tmp_path / "tune_cartpole_quick.json").read_text())
+    assert result["fresh_seeds"] == [100, 101]
+    assert len(result["scores"]["tuned"]) == len(result["scores"]["default"]) == 2
+    assert (tmp_path / "tune_cartpole_quick.png").is_file()
+    assert (tmp_path / "studies" / "cartpole" / "best.toml").is_file()

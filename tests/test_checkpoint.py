@@ -19,6 +19,7 @@ import torch
 
 from qlearn import checkpoint
 from qlearn.config import DQNConfig
+from qlearn.envs import EnvSpec
 from qlearn.errors import CheckpointError
 from qlearn.train import DQN
 
@@ -431,3 +432,34 @@ def test_pickle_as_meta_json_is_refused(ckpt: Path, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"meta.json' is malformed JSON"):
         DQN.load(ckpt)
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------------- training metadata
+
+
+def test_training_meta_round_trips_through_json() -> None:
+    spec = EnvSpec("box", (4,), "float32", 2)
+    counters = checkpoint.Counters(step=7, episodes=2, target_step=9, best_eval=1.5, wall_time=0.25)
+    meta = checkpoint.TrainingMeta(
+        SMALL, spec, "CartPole-v1", {"max_episode_steps": 50}, counters, {"num_updates": 3}
+    )
+    data = json.loads(json.dumps(meta.to_dict()))
+    assert data["agent"] == {"num_updates": 3}  # the key checkpoints have always used
+    assert checkpoint.TrainingMeta.from_dict(data, "here") == meta
+
+
+def test_counters_of_older_checkpoints_name_the_target_step_total_steps() -> None:
+    old = {"step": 5, "episodes": 1, "total_steps": 40, "best_eval": -1.0}
+    assert checkpoint.counters_from_dict(old) == checkpoint.Counters(
+        step=5, episodes=1, target_step=40, best_eval=-1.0
+    )
+
+
+def test_env_id_is_needed_only_when_the_caller_chose_no_env() -> None:
+    data = checkpoint.TrainingMeta(
+        SMALL, EnvSpec("box", (4,), "float32", 2), None, {}, checkpoint.Counters(), {}
+    ).to_dict()
+    del data["env_id"]
+    assert checkpoint.TrainingMeta.from_dict(data, "here", need_env_id=False).env_id is None
+    with pytest.raises(CheckpointError, match=r"'here' has malformed meta\.json: 'env_id'"):
+        checkpoint.TrainingMeta.from_dict(data, "here")

@@ -142,12 +142,13 @@ def test_a_q_table_comes_out_of_the_graph_exactly(tmp_path: Path) -> None:
     # the Q-table as the output layer, Q(s) is row s of the table.
     agent = DQN("FrozenLake-v1", DQNConfig(hidden_sizes=(16,), buffer_size=100))
     table = (np.arange(64, dtype=np.float32).reshape(16, 4) * 7 % 64) / 8 - 3
-    first, last = [m for m in agent.learner.q_net.modules() if isinstance(m, torch.nn.Linear)]
-    with torch.no_grad():
-        first.weight.copy_(torch.eye(16))
-        first.bias.zero_()
-        last.weight.copy_(torch.from_numpy(table.T.copy()))
-        last.bias.zero_()
+    # Through the learner's state: the numpy engine owns the weights, not the torch module.
+    tensors = agent.learner.tensors()
+    tensors["q_net.body.0.weight"] = torch.eye(16)
+    tensors["q_net.body.0.bias"] = torch.zeros(16)
+    tensors["q_net.streams.0.weight"] = torch.from_numpy(table.T.copy())
+    tensors["q_net.streams.0.bias"] = torch.zeros(4)
+    agent.learner.load_tensors(tensors)
     report = agent.export(tmp_path / "table.onnx", num_checks=NUM_CHECKS)
     q, actions = onnx_session(report.onnx_path).run(None, {"obs": np.arange(16, dtype=np.int64)})
     np.testing.assert_array_equal(q, table)

@@ -3,11 +3,19 @@
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from qlearn.networks import FACTORISED_MAX_ROWS, NoisyLinear, QNetwork
+from qlearn.networks import (
+    FACTORISED_MAX_ROWS,
+    NoisyLinear,
+    QNetwork,
+    expected_q,
+    mlp_forward,
+    plain_mlp_blockers,
+)
 
 
 def noisy_reference(layer: NoisyLinear, x: torch.Tensor) -> torch.Tensor:
@@ -93,3 +101,42 @@ def test_dueling_combines_value_and_mean_centred_advantage() -> None:
     value = net.streams[0](features)  # (4, 1)
     adv = net.streams[1](features)  # (4, 3)
     torch.testing.assert_close(net(x), value + adv - adv.mean(dim=1, keepdim=True))
+
+
+def test_plain_mlp_blockers_name_each_setting() -> None:
+    assert plain_mlp_blockers("mlp", dueling=False, noisy=False, num_atoms=1) == []
+    assert plain_mlp_blockers("minatar_cnn", dueling=True, noisy=True, num_atoms=51) == [
+        "network = 'minatar_cnn'",
+        "dueling = true",
+        "noisy = true",
+        "a distributional head (51 atoms)",
+    ]
+    assert QNetwork(4, 2).plain_mlp
+    assert not QNetwork(4, 2, dueling=True).plain_mlp
+    assert not QNetwork(4, 2, num_atoms=5).plain_mlp
+
+
+def test_numpy_mlp_forward_is_the_network_forward() -> None:
+    torch.manual_seed(0)
+    net = QNetwork(5, 3, (16, 8))
+    layers = [(m.weight.detach().numpy(), m.bias.detach().numpy()) for m in net.linears]
+    x = np.random.default_rng(0).standard_normal((7, 5)).astype(np.float32)
+    acts = mlp_forward(layers, x)
+    assert [a.shape for a in acts] == [(7, 5), (7, 16), (7, 8), (7, 3)]
+    assert (acts[1] >= 0).all() and (acts[2] >= 0).all()  # ReLU on the hidden layers only
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(acts[-1], expected, rtol=1e-5, atol=1e-6)
+    # by hand: one layer, y = x W^T + b
+    w, b = np.array([[1.0, 2.0], [0.0, -1.0]]), np.array([0.5, 0.0])
+    np.testing.assert_array_equal(mlp_forward([(w, b)], np.array([[1.0, 1.0]]))[-1], [[3.5, -1.0]])
+
+
+def test_expected_q_is_the_mean_of_the_distribution() -> None:
+    support = torch.tensor([0.0, 10.0])
+    logits = torch.log(torch.tensor([[[0.25, 0.75], [1.0, 1e-30]]]))  # (1, 2 actions, 2 atoms)
+    torch.testing.assert_close(expected_q(logits, "c51", support), torch.tensor([[7.5, 0.0]]))
+    quantiles = torch.tensor([[[1.0, 3.0], [2.0, 2.0]]])
+    torch.testing.assert_close(expected_q(quantiles, "qr", support), torch.tensor([[2.0, 2.0]]))
+    q = torch.tensor([[1.0, 2.0]])
+    assert expected_q(q, "none", support) is q

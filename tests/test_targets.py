@@ -12,9 +12,12 @@ from hypothesis import strategies as st
 
 from qlearn.errors import TrainingError
 from qlearn.targets import (
+    bootstrap_target,
     c51_loss,
     c51_project,
     double_q_target,
+    greedy_value,
+    max_value,
     nstep_return,
     quantile_huber_loss,
     quantile_midpoints,
@@ -61,13 +64,112 @@ def test_double_q_equals_td_target_when_both_nets_agree() -> None:
 
 
 def test_td_target_refuses_a_column_vector_that_would_broadcast() -> None:
-    with pytest.raises(TrainingError, match=r"rewards has shape \(3, 1\)"):
+    with pytest.raises(TrainingError, match=r"returns has shape \(3, 1\)"):
         td_target(REWARDS[:, None], DISCOUNTS, TERMINATED, NEXT_Q_TARGET)
 
 
 def test_double_q_target_refuses_mismatched_networks() -> None:
     with pytest.raises(TrainingError, match="next_q_online"):
         double_q_target(REWARDS, DISCOUNTS, TERMINATED, NEXT_Q_ONLINE[:, :1], NEXT_Q_TARGET)
+
+
+# --- one target for numpy and torch ------------------------------------------------------------
+
+
+def n(x: torch.Tensor) -> np.ndarray:
+    return x.numpy()
+
+
+def test_numpy_arrays_get_the_hand_computed_targets_too() -> None:
+    y = td_target(n(REWARDS), n(DISCOUNTS), n(TERMINATED), n(NEXT_Q_TARGET))
+    assert isinstance(y, np.ndarray)
+    np.testing.assert_allclose(y, [3.7, 2.12, -1.0])
+    y = double_q_target(n(REWARDS), n(DISCOUNTS), n(TERMINATED), n(NEXT_Q_ONLINE), n(NEXT_Q_TARGET))
+    np.testing.assert_allclose(y, [1.9, -0.31, -1.0])
+    y = td_target(n(REWARDS), n(DISCOUNTS), n(TERMINATED).astype(bool), n(NEXT_Q_TARGET))
+    np.testing.assert_allclose(y, [3.7, 2.12, -1.0])
+
+
+def test_bootstrap_target_shifts_every_quantile_alike() -> None:
+    # QR-DQN: y_j = r + γ^k (1 − d) θ_j for each quantile j of the next state.
+    quantiles = t([[0.0, 1.0, 2.0], [-1.0, 0.0, 4.0], [9.0, 9.0, 9.0]])
+    expected = t([[1.0, 1.9, 2.8], [-0.31, 0.5, 3.74], [-1.0, -1.0, -1.0]])
+    y = bootstrap_target(REWARDS, DISCOUNTS, TERMINATED, quantiles)
+    torch.testing.assert_close(y, expected)
+    y = bootstrap_target(n(REWARDS), n(DISCOUNTS), n(TERMINATED), n(quantiles))
+    np.testing.assert_allclose(y, n(expected))
+
+
+def test_pickers_read_the_greedy_value() -> None:
+    torch.testing.assert_close(max_value(NEXT_Q_TARGET), t([3.0, 2.0, 7.0]))
+    np.testing.assert_array_equal(max_value(n(NEXT_Q_TARGET)), [3.0, 2.0, 7.0])
+    # online argmax [0, 1, 0] reads the target's [1, -1, 5]
+    torch.testing.assert_close(greedy_value(NEXT_Q_ONLINE, NEXT_Q_TARGET), t([1.0, -1.0, 5.0]))
+    np.testing.assert_array_equal(greedy_value(n(NEXT_Q_ONLINE), n(NEXT_Q_TARGET)), [1, -1, 5])
+    # a distribution per action: the chosen action's whole row
+    dists = torch.arange(12, dtype=torch.float64).reshape(3, 2, 2)
+    torch.testing.assert_close(greedy_value(NEXT_Q_ONLINE, dists), t([[0, 1], [6, 7], [8, 9]]))
+    np.testing.assert_array_equal(
+        greedy_value(n(NEXT_Q_ONLINE), n(dists)), [[0, 1], [6, 7], [8, 9]]
+    )
+    # ties go to the first action in both backends
+    ties = t([[1.0, 1.0]])
+    assert greedy_value(ties, t([[5.0, 6.0]])).tolist() == [5.0]
+    assert greedy_value(n(ties), np.array([[5.0, 6.0]])).tolist() == [5.0]
+
+
+def test_targets_refuse_mixed_backends_and_bad_shapes() -> None:
+    with pytest.raises(TrainingError, match="allowed: all torch tensors or all numpy arrays"):
+        td_target(n(REWARDS), DISCOUNTS, TERMINATED, NEXT_Q_TARGET)
+    with pytest.raises(TrainingError, match="allowed: all torch tensors or all numpy arrays"):
+        td_target(REWARDS, DISCOUNTS, TERMINATED, n(NEXT_Q_TARGET))
+    with pytest.raises(TrainingError, match=r"returns has shape \(3, 1\)"):
+        td_target(n(REWARDS)[:, None], n(DISCOUNTS), n(TERMINATED), n(NEXT_Q_TARGET))
+    with pytest.raises(TrainingError, match="next_value has shape"):
+        bootstrap_target(REWARDS, DISCOUNTS, TERMINATED, torch.zeros(3, 2, 2))
+    with pytest.raises(TrainingError, match="values has shape"):
+        greedy_value(NEXT_Q_ONLINE, torch.zeros(3, 3))
+
+
+@st.composite
+def transitions(draw: st.DrawFn) -> dict[str, np.ndarray]:
+    batch = draw(st.integers(1, 40))
+    num_actions = draw(st.integers(1, 6))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    scale = draw(st.sampled_from([1e-3, 1.0, 1e3]))
+    return {
+        "returns": (scale * rng.standard_normal(batch)).astype(np.float32),
+        "discounts": rng.choice([0.0, 0.9, 0.99**3, 1.0], size=batch).astype(np.float32),
+        "terminated": (rng.random(batch) < 0.3).astype(np.float32),
+        "online": (scale * rng.standard_normal((batch, num_actions))).astype(np.float32),
+        "target": (scale * rng.standard_normal((batch, num_actions))).astype(np.float32),
+    }
+
+
+@settings(max_examples=100, deadline=None)
+@given(transitions())
+def test_numpy_and_torch_targets_are_bit_identical(case: dict[str, np.ndarray]) -> None:
+    # The same arithmetic in float32 in both backends: the numpy engine and the torch engine
+    # train on exactly the same targets.
+    r, g, d = case["returns"], case["discounts"], case["terminated"]
+    as_torch = [torch.from_numpy(x) for x in (r, g, d, case["online"], case["target"])]
+    np.testing.assert_array_equal(
+        td_target(r, g, d, case["target"]), td_target(*as_torch[:3], as_torch[4]).numpy()
+    )
+    np.testing.assert_array_equal(
+        double_q_target(r, g, d, case["online"], case["target"]),
+        double_q_target(*as_torch).numpy(),
+    )
+    # and they equal the formula written out in float64, to float32 rounding
+    best = case["online"].argmax(axis=1)
+    next_value = case["target"][np.arange(len(r)), best].astype(np.float64)
+    expected = r + g.astype(np.float64) * (1 - d) * next_value
+    np.testing.assert_allclose(
+        double_q_target(r, g, d, case["online"], case["target"]),
+        expected,
+        rtol=1e-5,
+        atol=1e-5 * float(np.abs(expected).max() + 1),
+    )
 
 
 # --- C51 projection -----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ A checkpoint is a directory:
     replay.safetensors  the filled part of the replay buffer (optional; needed to resume)
     meta.json           format name and version, library version, config, env spaces, counters,
                         numpy RNG state, and the size and SHA-256 of each safetensors file
+                        (`TrainingMeta` reads and writes what a training run puts there)
 
 It is written into a hidden temporary directory, every file fsynced, then renamed into place, so a
 crash leaves either the old checkpoint or the new one, never a half-written one. Loading reads
@@ -16,8 +17,10 @@ CheckpointError naming the problem.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -33,6 +36,9 @@ from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import load_file as load_torch
 from safetensors.torch import save_file as save_torch
 
+from qlearn import __version__
+from qlearn.config import DQNConfig
+from qlearn.envs import EnvSpec
 from qlearn.errors import CheckpointError
 
 FORMAT_NAME = "qlearn-checkpoint"
@@ -41,6 +47,8 @@ META = "meta.json"
 MODEL = "model.safetensors"
 REPLAY = "replay.safetensors"
 CHECKPOINT_PREFIX = "step_"
+BEST = "best"  # a run's best model so far, by periodic evaluation
+FINAL = "final"  # a run's model at the end of its last `learn` call
 
 
 def _fsync_dir(path: Path) -> None:
@@ -55,24 +63,6 @@ def _fsync_dir(path: Path) -> None:
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a text file so that readers see the old content or the new, never a mix."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 @contextlib.contextmanager
@@ -97,6 +87,12 @@ def atomic_output(path: str | Path) -> Iterator[BinaryIO]:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a text file (UTF-8) so that readers see the old content or the new, never a mix."""
+    with atomic_output(path) as f:
+        f.write(text.encode("utf-8"))
 
 
 def _sha256(path: Path) -> str:
@@ -318,3 +314,113 @@ def remove_temporaries(run_dir: str | Path) -> None:
             else:
                 with contextlib.suppress(OSError):
                     path.unlink()
+
+
+def resolve_model_path(path: Path) -> Path:
+    """A checkpoint directory as given, or the best (else final, else newest) one of a run."""
+    if (path / META).exists() or not path.is_dir():
+        return path
+    for name in (BEST, FINAL):
+        if (path / name / META).exists():
+            return path / name
+    latest = latest_checkpoint(path)
+    if latest is not None:
+        return latest
+    raise CheckpointError(f"{str(path)!r} holds no qlearn checkpoint (no {META})")
+
+
+# ---------------------------------------------------------------------- training metadata
+@dataclasses.dataclass
+class Counters:
+    """Where training stands; saved in every checkpoint."""
+
+    step: int = 0
+    episodes: int = 0
+    target_step: int = 0
+    """The step the latest `learn()` call trains to; a resumed run continues to it."""
+    best_eval: float = -math.inf
+    num_evals: int = 0
+    wall_time: float = 0.0
+
+
+def counters_from_dict(data: Any) -> Counters:
+    """Counters from a checkpoint's JSON, refusing unknown or non-numeric entries.
+
+    Raises TypeError or ValueError naming the entry; `TrainingMeta.from_dict` turns them into
+    CheckpointError.
+    """
+    if not isinstance(data, dict):
+        raise TypeError(f"counters is {type(data).__name__}, expected an object")
+    if "total_steps" in data and "target_step" not in data:
+        # Older checkpoints name the target step `total_steps`.
+        data = {("target_step" if k == "total_steps" else k): v for k, v in data.items()}
+    fields = {f.name: type(f.default) for f in dataclasses.fields(Counters)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ValueError(f"counters has unknown keys {sorted(unknown)}")
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        kind = fields[name]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"counters.{name} = {value!r} is not a number")
+        values[name] = kind(value) if kind is float else int(value)
+        if kind is int and (values[name] != value or values[name] < 0):
+            raise ValueError(f"counters.{name} = {value!r} is not a count")
+    return Counters(**values)
+
+
+@dataclasses.dataclass
+class TrainingMeta:
+    """What a training run writes into a checkpoint's meta.json beside its tensors."""
+
+    config: DQNConfig
+    env_spec: EnvSpec
+    env_id: str | None
+    """The env the run trained on, or None for an env instance without a registered id."""
+    env_kwargs: dict[str, Any]
+    counters: Counters
+    learner: dict[str, Any]
+    """The learner's JSON-ready state: `num_updates` and the numpy RNG state (`numpy_rng`).
+    Saved under the key `agent`, as checkpoints always have; checked where it is restored."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The meta.json entries (`write_checkpoint` adds the format and the file list)."""
+        return {
+            "qlearn_version": __version__,
+            "env_id": self.env_id,
+            "env_kwargs": self.env_kwargs,
+            "env_spec": self.env_spec.to_dict(),
+            "config": self.config.to_dict(),
+            "counters": dataclasses.asdict(self.counters),
+            "agent": self.learner,
+        }
+
+    @classmethod
+    def from_dict(
+        cls, meta: Mapping[str, Any], path: str | Path, *, need_env_id: bool = True
+    ) -> TrainingMeta:
+        """Parse what `read_meta` returned for the checkpoint at `path`.
+
+        Args:
+            meta: the checked meta.json.
+            path: the checkpoint, for error messages.
+            need_env_id: whether the env id must be there (False when the caller chose the env).
+
+        Raises:
+            ConfigError: the config is invalid (the message names the setting).
+            CheckpointError: any other entry is missing or malformed.
+        """
+        try:
+            config = DQNConfig.from_dict(meta["config"], source=f"checkpoint {str(path)!r}")
+            env_spec = EnvSpec.from_dict(meta["env_spec"])
+            env_id = meta["env_id"] if need_env_id else meta.get("env_id")
+            env_kwargs = meta.get("env_kwargs") or {}
+            if not isinstance(env_kwargs, dict):
+                raise TypeError(f"env_kwargs is {type(env_kwargs).__name__}, expected an object")
+            counters = counters_from_dict(meta["counters"])
+            learner = meta["agent"]
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} has malformed meta.json: {exc}"
+            ) from None
+        return cls(config, env_spec, env_id, env_kwargs, counters, learner)

@@ -40,9 +40,10 @@ import torch
 from torch import nn
 
 from qlearn import __version__, checkpoint
-from qlearn.agents.dqn import DQNLearner, expected_q, pick_network
+from qlearn.agents.dqn import DQNLearner, pick_network
 from qlearn.envs import EnvSpec
 from qlearn.errors import CheckpointError, ConfigError, ExportError
+from qlearn.networks import expected_q
 
 FORMATS: tuple[str, ...] = ("onnx",)
 SIDECAR_FORMAT = "qlearn-onnx-policy"

@@ -6,6 +6,7 @@ import itertools
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -104,6 +105,61 @@ class NoisyLinear(nn.Module):
             return mean + nn.functional.linear(x * self.eps_in, self.weight_sigma) * self.eps_out
         weight = self.weight_mu + self.weight_sigma * torch.outer(self.eps_out, self.eps_in)
         return nn.functional.linear(x, weight, bias)
+
+
+def plain_mlp_blockers(torso: str, *, dueling: bool, noisy: bool, num_atoms: int) -> list[str]:
+    """What makes a Q-network more than a plain MLP (Linear -> ReLU -> ... -> Linear on flat
+    input), as `setting = value` strings; empty for a plain MLP, which `mlp_forward` runs."""
+    blockers = []
+    if torso != "mlp":
+        blockers.append(f"network = {torso!r}")
+    if dueling:
+        blockers.append("dueling = true")
+    if noisy:
+        blockers.append("noisy = true")
+    if num_atoms != 1:
+        blockers.append(f"a distributional head ({num_atoms} atoms)")
+    return blockers
+
+
+def mlp_forward(layers: Sequence[tuple[np.ndarray, np.ndarray]], x: np.ndarray) -> list[np.ndarray]:
+    """A plain MLP's forward pass in numpy, keeping every layer's activations.
+
+    Args:
+        layers: (weight (out, in), bias (out,)) per linear layer, in order; ReLU between them.
+        x: (rows, in) float32 inputs.
+
+    Returns:
+        [x, relu(h1), ..., output]: the input, each hidden layer's activation and the
+        (rows, out) output, the values `QNetwork.forward` computes.
+    """
+    acts = [x]
+    last = len(layers) - 1
+    for i, (w, b) in enumerate(layers):
+        h = acts[-1] @ w.T
+        h += b
+        if i < last:
+            np.maximum(h, 0.0, out=h)
+        acts.append(h)
+    return acts
+
+
+def expected_q(out: torch.Tensor, distributional: str, support: torch.Tensor) -> torch.Tensor:
+    """Q-values from a network's output: the mean of its return distribution.
+
+    Args:
+        out: (batch, actions) Q-values, or (batch, actions, atoms) C51 logits or QR quantiles.
+        distributional: `none`, `c51` or `qr`.
+        support: (atoms,) C51 atom values; unused otherwise.
+
+    Returns:
+        (batch, actions): `out` itself, sum_i softmax(out)_i z_i for C51, the mean quantile for QR.
+    """
+    if distributional == "c51":
+        return (out.softmax(-1) * support).sum(-1)
+    if distributional == "qr":
+        return out.mean(-1)
+    return out
 
 
 def mlp(sizes: Sequence[int], init: str, *, activate_last: bool = True) -> nn.Sequential:
@@ -258,17 +314,22 @@ class QNetwork(nn.Module):
                 heads.append(layer)
             self.streams = nn.ModuleList(heads)
 
-        # A plain MLP runs through F.linear directly: module dispatch costs more than the math
-        # at CartPole sizes, and this forward runs three times per update.
-        self._plain_mlp = torso == "mlp" and not dueling and not noisy and num_atoms == 1
-        self._linears = [m for m in self.modules() if isinstance(m, nn.Linear)]
+        self.plain_mlp = not plain_mlp_blockers(
+            torso, dueling=dueling, noisy=noisy, num_atoms=num_atoms
+        )
+        """Linear -> ReLU -> ... -> Linear on flat input: what `mlp_forward` and the numpy
+        update engine run."""
+        self.linears = [m for m in self.modules() if isinstance(m, nn.Linear)]
+        """The linear layers in forward order (every layer of a plain MLP)."""
         # Listed once: noise is redrawn at every env step, where walking modules() costs.
         self._noisy_layers = [m for m in self.modules() if isinstance(m, NoisyLinear)]
 
     def _mlp_forward(self, obs: torch.Tensor) -> torch.Tensor:
+        # Through F.linear directly: module dispatch costs more than the math at CartPole
+        # sizes, and this forward runs three times per update.
         x = obs.float().flatten(1)
-        last = len(self._linears) - 1
-        for i, layer in enumerate(self._linears):
+        last = len(self.linears) - 1
+        for i, layer in enumerate(self.linears):
             if layer._forward_hooks or layer._forward_pre_hooks:
                 x = layer(x)  # diagnostics hooks (qlearn.diagnostics) must still fire
             else:
@@ -296,7 +357,7 @@ class QNetwork(nn.Module):
         torch._foreach_copy_(buffers, list(scaled.split(sizes)))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        if self._plain_mlp:
+        if self.plain_mlp:
             return self._mlp_forward(obs)
         features = self.body(self.torso(obs))
         batch = features.shape[0]

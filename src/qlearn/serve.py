@@ -124,10 +124,10 @@ class Policy:
         """A run (its best, else final model) or a checkpoint directory, run by torch."""
         from qlearn import checkpoint
         from qlearn.export import describe_policy
-        from qlearn.train.dqn import DQN, resolve_model_path
+        from qlearn.train.dqn import DQN
 
         path = Path(path)
-        model_dir = resolve_model_path(path)
+        model_dir = checkpoint.resolve_model_path(path)
         dqn = DQN.load(model_dir)
         learner = dqn.learner
         learner.q_net.eval()  # greedy: noisy layers use their mean weights

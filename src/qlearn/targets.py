@@ -1,18 +1,26 @@
 """Pure Bellman targets and distributional losses for the DQN family.
 
-Every function here is pure: tensors in, a tensor out, no module state. Targets do not detach
-their inputs; compute them under `torch.no_grad()` (the agent does). The losses treat their target
-argument as a constant and detach it themselves, so a gradient only ever reaches the prediction.
+Every function here is pure: arrays in, an array out, no module state. The Bellman targets
+(`bootstrap_target`, `td_target`, `double_q_target`) are plain arithmetic and take numpy arrays
+or torch tensors alike, so both update engines compute their targets with the very same code;
+`max_value` and `greedy_value` pick the next-state value for either backend. The distributional
+pieces (`c51_project`, `c51_loss`, `quantile_huber_loss`) are torch only.
+
+Targets do not detach their inputs; compute them under `torch.no_grad()` (the torch engine
+does). The losses treat their target argument as a constant and detach it themselves, so a
+gradient only ever reaches the prediction.
 
 Conventions shared by all functions (batch = B):
 
-- `rewards` (B,): the (possibly k-step) discounted return r_t + γ r_{t+1} + ... + γ^{k-1} r_{t+k-1}.
+- `returns` (B,): the (possibly k-step) discounted return r_t + γ r_{t+1} + ... + γ^{k-1} r_{t+k-1}.
 - `discounts` (B,): γ^k for a k-step transition (γ for one step).
 - `terminated` (B,): 1.0 where the transition ends in a terminal state (no bootstrap), else 0.0.
   A truncated episode is *not* terminated: it bootstraps from its real final observation.
 """
 
 from __future__ import annotations
+
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -22,77 +30,162 @@ from torch import Tensor
 from qlearn.errors import TrainingError
 
 __all__ = [
+    "bootstrap_target",
     "c51_loss",
     "c51_project",
     "double_q_target",
+    "greedy_value",
+    "max_value",
     "nstep_return",
     "quantile_huber_loss",
     "quantile_midpoints",
     "td_target",
 ]
 
+Array = TypeVar("Array", np.ndarray, Tensor)
+"""A numpy array or a torch tensor; a function's arguments are all of one kind."""
 
-def _check_transition(rewards: Tensor, discounts: Tensor, terminated: Tensor, batch: int) -> None:
-    # A (B, 1) tensor broadcast against a (B,) one silently yields (B, B): refuse it loudly.
-    for name, x in (("rewards", rewards), ("discounts", discounts), ("terminated", terminated)):
-        if tuple(x.shape) != (batch,):
+
+def _check_transition(returns: Array, discounts: Array, terminated: Array, batch: int) -> None:
+    # A (B, 1) array broadcast against a (B,) one silently yields (B, B): refuse it loudly.
+    for name, x in (("returns", returns), ("discounts", discounts), ("terminated", terminated)):
+        if x.shape != (batch,):  # a torch.Size is a tuple
             raise TrainingError(
                 f"{name} has shape {tuple(x.shape)}; allowed: ({batch},), one value per sample"
             )
 
 
-def _check_matrix(name: str, x: Tensor, batch: int | None = None) -> None:
-    if x.dim() != 2 or (batch is not None and x.shape[0] != batch):
+def _check_matrix(name: str, x: Array, batch: int | None = None) -> None:
+    if x.ndim != 2 or (batch is not None and x.shape[0] != batch):
         want = "(batch, n)" if batch is None else f"({batch}, n)"
         raise TrainingError(f"{name} has shape {tuple(x.shape)}; allowed: {want}")
 
 
-def _bootstrap_scale(discounts: Tensor, terminated: Tensor, dtype: torch.dtype) -> Tensor:
-    """γ^k (1 − terminated), the factor in front of the bootstrapped value."""
-    return discounts.to(dtype) * (1.0 - terminated.to(dtype))  # (batch,)
+def _cast(x: Array, like: Array) -> Array:
+    """`x` in `like`'s dtype (a no-op when it already is); both of one backend."""
+    if x.dtype == like.dtype:  # never true across backends: np.float32 != torch.float32
+        return x
+    if isinstance(like, Tensor):
+        if not isinstance(x, Tensor):
+            raise TrainingError(
+                f"got a {type(x).__name__} beside torch tensors; allowed: all torch tensors or "
+                "all numpy arrays"
+            )
+        return x.to(like.dtype)
+    if isinstance(x, Tensor):
+        raise TrainingError(
+            "got a torch tensor beside numpy arrays; allowed: all torch tensors or all numpy arrays"
+        )
+    return x.astype(like.dtype, copy=False)
 
 
-def td_target(rewards: Tensor, discounts: Tensor, terminated: Tensor, next_q: Tensor) -> Tensor:
+def bootstrap_target(
+    returns: Array, discounts: Array, terminated: Array, next_value: Array
+) -> Array:
+    """The Bellman target from the value of the next state, for numpy arrays or torch tensors.
+
+        y = r + γ^k (1 − terminated) v(s')
+
+    `v(s')` is whatever the variant bootstraps from: max_a' Q_target(s', a') (`max_value`), the
+    target network's value of the online network's choice (`greedy_value`, Double DQN), or a
+    whole return distribution: QR-DQN's quantiles, where each column is shifted alike, and C51's
+    support, whose shifted atoms `c51_project` spreads back onto the support.
+
+    Args:
+        returns: (batch,) k-step discounted returns.
+        discounts: (batch,) γ^k per sample.
+        terminated: (batch,) 0/1 (float or bool).
+        next_value: (batch,) next-state values, or (batch, n) one per quantile or atom.
+
+    Returns:
+        `next_value`'s shape and dtype, of its backend.
+    """
+    if next_value.ndim not in (1, 2):
+        raise TrainingError(
+            f"next_value has shape {tuple(next_value.shape)}; allowed: (batch,) or (batch, n)"
+        )
+    _check_transition(returns, discounts, terminated, next_value.shape[0])
+    returns = _cast(returns, next_value)
+    scale = _cast(discounts, next_value) * (1.0 - _cast(terminated, next_value))  # (batch,)
+    if next_value.ndim == 2:
+        return returns[:, None] + scale[:, None] * next_value
+    return returns + scale * next_value
+
+
+def max_value(next_q: Array) -> Array:
+    """max_a' Q(s', a') of (batch, num_actions) values, as (batch,), for either backend."""
+    _check_matrix("next_q", next_q)
+    if isinstance(next_q, Tensor):
+        return next_q.max(dim=1).values
+    return next_q.max(axis=1)
+
+
+def greedy_value(chooser: Array, values: Array) -> Array:
+    """`values` at the action `chooser` ranks highest: values[b, argmax_a chooser[b, a]].
+
+    Double DQN scores the online network's choice with the target network; a distributional head
+    takes the whole distribution of the action whose mean is greatest. Ties go to the first
+    action, in numpy and torch alike.
+
+    Args:
+        chooser: (batch, num_actions) values that choose the action.
+        values: (batch, num_actions) or (batch, num_actions, n) values to read at the choice.
+
+    Returns:
+        (batch,) or (batch, n).
+    """
+    _check_matrix("chooser", chooser)
+    if tuple(values.shape[:2]) != tuple(chooser.shape):
+        raise TrainingError(
+            f"values has shape {tuple(values.shape)}; allowed: {tuple(chooser.shape)} or "
+            f"{tuple(chooser.shape)} + (n,), the shape of chooser"
+        )
+    if isinstance(chooser, Tensor):
+        best = chooser.argmax(dim=1, keepdim=True)  # (batch, 1)
+        if values.ndim == 3:
+            best = best[:, :, None].expand(-1, -1, values.shape[2])  # (batch, 1, n)
+        return values.gather(1, best).squeeze(1)
+    return values[np.arange(len(chooser)), chooser.argmax(axis=1)]
+
+
+def td_target(returns: Array, discounts: Array, terminated: Array, next_q: Array) -> Array:
     """Q-learning target with a max over the target network's next-state values.
 
         y = r + γ^k (1 − terminated) max_a' Q_target(s', a')
 
     Args:
-        rewards: (batch,) k-step discounted rewards.
+        returns: (batch,) k-step discounted returns.
         discounts: (batch,) γ^k per sample.
         terminated: (batch,) 0/1 (float or bool).
         next_q: (batch, num_actions) target-network values of the next observation.
 
     Returns:
-        (batch,) targets, in `next_q`'s dtype.
+        (batch,) targets, in `next_q`'s dtype and backend.
     """
-    _check_matrix("next_q", next_q)
-    _check_transition(rewards, discounts, terminated, next_q.shape[0])
-    next_v = next_q.max(dim=1).values  # (batch,)
-    return rewards.to(next_q.dtype) + _bootstrap_scale(discounts, terminated, next_q.dtype) * next_v
+    return bootstrap_target(returns, discounts, terminated, max_value(next_q))
 
 
 def double_q_target(
-    rewards: Tensor,
-    discounts: Tensor,
-    terminated: Tensor,
-    next_q_online: Tensor,
-    next_q_target: Tensor,
-) -> Tensor:
+    returns: Array,
+    discounts: Array,
+    terminated: Array,
+    next_q_online: Array,
+    next_q_target: Array,
+) -> Array:
     """Double DQN target (van Hasselt et al., 2016): the online net picks, the target net scores.
 
         a* = argmax_a' Q_online(s', a')
         y  = r + γ^k (1 − terminated) Q_target(s', a*)
 
     Args:
-        rewards: (batch,) k-step discounted rewards.
+        returns: (batch,) k-step discounted returns.
         discounts: (batch,) γ^k per sample.
         terminated: (batch,) 0/1 (float or bool).
         next_q_online: (batch, num_actions) online-network values of the next observation.
         next_q_target: (batch, num_actions) target-network values of the next observation.
 
     Returns:
-        (batch,) targets, in `next_q_target`'s dtype.
+        (batch,) targets, in `next_q_target`'s dtype and backend.
     """
     _check_matrix("next_q_target", next_q_target)
     if next_q_online.shape != next_q_target.shape:
@@ -100,16 +193,13 @@ def double_q_target(
             f"next_q_online has shape {tuple(next_q_online.shape)}; allowed: the shape of "
             f"next_q_target, {tuple(next_q_target.shape)}"
         )
-    _check_transition(rewards, discounts, terminated, next_q_target.shape[0])
-    best = next_q_online.argmax(dim=1, keepdim=True)  # (batch, 1)
-    next_v = next_q_target.gather(1, best).squeeze(1)  # (batch,)
-    scale = _bootstrap_scale(discounts, terminated, next_q_target.dtype)
-    return rewards.to(next_q_target.dtype) + scale * next_v
+    next_value = greedy_value(next_q_online, next_q_target)
+    return bootstrap_target(returns, discounts, terminated, next_value)
 
 
 def c51_project(
     next_probs: Tensor,
-    rewards: Tensor,
+    returns: Tensor,
     discounts: Tensor,
     terminated: Tensor,
     support: Tensor,
@@ -128,7 +218,7 @@ def c51_project(
 
     Args:
         next_probs: (batch, num_atoms) target-network probabilities of the chosen next action.
-        rewards: (batch,) k-step discounted rewards.
+        returns: (batch,) k-step discounted returns.
         discounts: (batch,) γ^k per sample.
         terminated: (batch,) 0/1 (float or bool).
         support: (num_atoms,) atoms evenly spaced from v_min to v_max.
@@ -138,20 +228,18 @@ def c51_project(
     """
     _check_matrix("next_probs", next_probs)
     batch, num_atoms = next_probs.shape
-    if support.dim() != 1 or support.shape[0] != num_atoms or num_atoms < 2:
+    if support.ndim != 1 or support.shape[0] != num_atoms or num_atoms < 2:
         raise TrainingError(
             f"support has shape {tuple(support.shape)}; allowed: ({num_atoms},) matching "
             "next_probs, with at least 2 atoms"
         )
-    _check_transition(rewards, discounts, terminated, batch)
     dtype = next_probs.dtype
     support = support.to(dtype)
     v_min, v_max = support[0], support[-1]
     delta = (v_max - v_min) / (num_atoms - 1)
 
-    scale = _bootstrap_scale(discounts, terminated, dtype)  # (batch,)
-    tz = rewards.to(dtype)[:, None] + scale[:, None] * support[None, :]  # (batch, num_atoms)
-    tz = tz.clamp(v_min, v_max)
+    atoms = support.expand(batch, num_atoms)  # (batch, num_atoms)
+    tz = bootstrap_target(returns, discounts, terminated, atoms).clamp(v_min, v_max)
     # Rounding in the division can land a hair outside [0, num_atoms - 1]; clamp it back.
     b = ((tz - v_min) / delta).clamp(0, num_atoms - 1)  # (batch, num_atoms)
     lower = b.floor().clamp(max=num_atoms - 2)  # (batch, num_atoms)

@@ -1,10 +1,12 @@
-"""The numpy update engine: the same update as torch autograd + torch Adam, on shared memory."""
+"""The numpy update engine: the same update as torch autograd + torch Adam, on its own arrays."""
 
 import numpy as np
 import pytest
 import torch
 
 from qlearn.agents.dqn import DQNLearner
+from qlearn.agents.engine import TorchEngine
+from qlearn.agents.numpy_mlp import NumpyMLPEngine
 from qlearn.config import DQNConfig
 from qlearn.envs import EnvSpec
 from qlearn.errors import ConfigError, TrainingError
@@ -33,7 +35,8 @@ def twin_agents(**flags) -> tuple[DQNLearner, DQNLearner]:
         filled(DQNConfig(engine=e, batch_size=16, seed=3, **flags), n_step_discounts=True)
         for e in ("torch", "numpy")
     )
-    assert torch_agent.engine is None and numpy_agent.engine is not None
+    assert isinstance(torch_agent.engine, TorchEngine)
+    assert isinstance(numpy_agent.engine, NumpyMLPEngine)
     return torch_agent, numpy_agent
 
 
@@ -71,38 +74,27 @@ def test_numpy_engine_equals_torch_engine(flags: dict) -> None:
         )
 
 
-def test_metrics_match_hand_computed_loss() -> None:
-    agent = filled(DQNConfig(engine="numpy", batch_size=8, loss="huber"))
-    engine = agent.engine
-    assert engine is not None
-    batch = agent.replay.sample(8, np.random.default_rng(1))
-    with torch.no_grad():
-        q = agent.q_net(torch.from_numpy(batch.obs)).numpy()
-        q_next = agent.target_net(torch.from_numpy(batch.next_obs)).numpy()
-    q_taken = q[np.arange(8), batch.actions]
-    y = batch.returns + batch.discounts * (1 - batch.terminated) * q_next.max(axis=1)
-    d = q_taken - y
-    huber = np.where(np.abs(d) < 1, 0.5 * d**2, np.abs(d) - 0.5)
-    loss, q_mean, td = engine.step(batch, engine.target_values(batch.next_obs))
-    assert loss == pytest.approx(huber.mean(), rel=1e-5)
-    assert q_mean == pytest.approx(q_taken.mean(), rel=1e-5, abs=1e-6)
-    np.testing.assert_allclose(td, np.abs(d), rtol=1e-5, atol=1e-6)
-
-
 def test_torch_modules_see_the_engine_weights() -> None:
-    agent = filled(DQNConfig(engine="numpy", hidden_sizes=(32, 16)))
+    # The engine owns its arrays; the torch modules are refreshed from them when asked for.
+    agent = filled(DQNConfig(engine="numpy", hidden_sizes=(32, 16), tau=0.5))
     agent.update(5)
+    agent.sync_target()
     obs = np.random.default_rng(3).standard_normal((10, 4)).astype(np.float32)
     engine = agent.engine
-    assert engine is not None
+    assert isinstance(engine, NumpyMLPEngine)
     with torch.no_grad():
-        expected = agent.q_net(torch.from_numpy(obs)).numpy()
-    np.testing.assert_allclose(engine.forward(engine._online_views, obs)[-1], expected, rtol=1e-5)
-    np.testing.assert_allclose(agent.q_values(obs), expected, rtol=1e-5)
-    # Adam's own state is the engine's moments.
-    state = agent.optimizer.state[next(agent.q_net.parameters())]
-    assert float(state["step"]) == 5
-    assert np.shares_memory(state["exp_avg"].numpy(), engine.exp_avg)
+        online = agent.q_net(torch.from_numpy(obs)).numpy()
+        target = agent.target_net(torch.from_numpy(obs)).numpy()
+    np.testing.assert_allclose(engine.q_values(obs), online, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(agent.q_values(obs), online, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(engine.target_values(obs), target, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(online, target)  # tau = 0.5 leaves the target between the two
+    # The modules are views for reading: the engine never reads them back.
+    with torch.no_grad():
+        for p in agent.q_net.parameters():
+            p.zero_()
+    assert np.abs(engine.flat).sum() > 0
+    assert float(agent.tensors()["optim.0.step"]) == 5
 
 
 @pytest.mark.parametrize(("saver", "loader"), [("numpy", "torch"), ("torch", "numpy")])
@@ -124,12 +116,17 @@ def test_state_moves_between_engines(saver: str, loader: str) -> None:
 
 
 def test_auto_picks_numpy_only_where_it_applies() -> None:
-    assert DQNLearner(BOX, DQNConfig()).engine is not None
-    assert DQNLearner(BOX, DQNConfig(engine="torch")).engine is None
-    for flags in ({"dueling": True}, {"noisy": True}, {"log_grad_norms": True}):
-        assert DQNLearner(BOX, DQNConfig(**flags)).engine is None
+    assert isinstance(DQNLearner(BOX, DQNConfig()).engine, NumpyMLPEngine)
+    assert isinstance(DQNLearner(BOX, DQNConfig(engine="torch")).engine, TorchEngine)
+    for flags in (
+        {"dueling": True},
+        {"noisy": True},
+        {"log_grad_norms": True},
+        {"distributional": "qr"},
+    ):
+        assert isinstance(DQNLearner(BOX, DQNConfig(**flags)).engine, TorchEngine)
     image = EnvSpec("box", (4, 10, 10), "uint8", 6)
-    assert DQNLearner(image, DQNConfig()).engine is None
+    assert isinstance(DQNLearner(image, DQNConfig()).engine, TorchEngine)
 
 
 def test_explicit_numpy_engine_refuses_what_it_cannot_run() -> None:
@@ -146,8 +143,9 @@ def test_nonfinite_loss_raises_or_skips_without_touching_weights() -> None:
         agent.update(4)
     skipping = filled(DQNConfig(engine="numpy", batch_size=8, on_nonfinite="skip"))
     skipping.replay.storage.returns[:] = np.nan
-    before = skipping.engine.flat.copy()  # type: ignore[union-attr]
+    assert isinstance(skipping.engine, NumpyMLPEngine)
+    before = skipping.engine.flat.copy()
     with pytest.warns(RuntimeWarning, match="skipped an update"):
         assert skipping.update(3) == {}
-    np.testing.assert_array_equal(skipping.engine.flat, before)  # type: ignore[union-attr]
+    np.testing.assert_array_equal(skipping.engine.flat, before)
     assert skipping.num_updates == 0

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from qlearn import DQN, DQNConfig
+from qlearn.agents.numpy_mlp import NumpyMLPEngine
 from qlearn.envs import CHAIN_ID, make_env
 from qlearn.planning import TabularMDP, value_iteration
 
@@ -169,7 +170,7 @@ def test_nstep_behaviour_bias_is_a_quarter_of_the_tolerance() -> None:
 def test_variant_recovers_q_star(variant: str) -> None:
     overrides = VARIANTS[variant]
     model = train(overrides)
-    assert (model.learner.engine is not None) == (overrides["engine"] == "numpy")
+    assert isinstance(model.learner.engine, NumpyMLPEngine) == (overrides["engine"] == "numpy")
     error, errors = max_error(model)
     assert error <= TOLERANCE, f"{variant}: |Q - Q*| per (inner cell, action) =\n{errors}"
 

@@ -17,8 +17,7 @@ import torch
 from qlearn import checkpoint
 from qlearn.config import DQNConfig
 from qlearn.presets import load_preset, preset_names
-from qlearn.train import DQN
-from qlearn.train import dqn as train_dqn
+from qlearn.train import DQN, loop
 
 ENV = "CartPole-v1"
 # No updates (learning starts after the last step) and no evaluation: only the env, the replay
@@ -50,9 +49,7 @@ class Recorder:
 
 def step_clock(monkeypatch: pytest.MonkeyPatch, agent: DQN, recorder: Recorder) -> None:
     """The checkpoint clock reads one second per env step, plus the time saves 'took'."""
-    monkeypatch.setattr(
-        train_dqn, "_checkpoint_clock", lambda: agent.counters.step + recorder.extra
-    )
+    monkeypatch.setattr(loop, "_checkpoint_clock", lambda: agent.counters.step + recorder.extra)
 
 
 def test_default_config_checkpoints_every_10000_steps(
@@ -155,7 +152,7 @@ def test_checkpoints_do_not_change_what_is_learned(
         now[0] += jitter.uniform(0.0, 1.0)
         return now[0]
 
-    monkeypatch.setattr(train_dqn, "_checkpoint_clock", clock)
+    monkeypatch.setattr(loop, "_checkpoint_clock", clock)
     recorder = Recorder(monkeypatch)
     busy = quiet.replace(
         checkpoint_interval=700, checkpoint_minutes=0.01, checkpoint_max_overhead=None

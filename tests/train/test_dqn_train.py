@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from qlearn import DQN, DQNConfig
+from qlearn import DQN, DQNConfig, schedules
 from qlearn.errors import ConfigError, EnvError
 
 
@@ -281,22 +281,25 @@ def test_atari_preset_clips_rewards() -> None:
 # ---------------------------------------------------------------------- learn(n)
 
 
-def recording(agent: DQN) -> dict[str, list[tuple[int, float]]]:
+REAL_EPSILON = schedules.epsilon
+
+
+def recording(agent: DQN, monkeypatch: pytest.MonkeyPatch) -> dict[str, list[tuple[int, float]]]:
     """Record (step, epsilon) each time the loop asks for epsilon, and (step, beta) of each
-    round of updates."""
+    round of updates, until the next `recording` call."""
     seen: dict[str, list[tuple[int, float]]] = {"epsilon": [], "beta": []}
     learner = agent.learner
-    epsilon, train = learner.epsilon, learner.update
+    epsilon, train = REAL_EPSILON, learner.update
 
-    def record_epsilon(step: int) -> float:
-        seen["epsilon"].append((step, epsilon(step)))
+    def record_epsilon(config: DQNConfig, step: int) -> float:
+        seen["epsilon"].append((step, epsilon(config, step)))
         return seen["epsilon"][-1][1]
 
     def record_train(num_updates: int, beta: float = 1.0) -> dict[str, float]:
         seen["beta"].append((agent.counters.step, beta))
         return train(num_updates, beta)
 
-    learner.epsilon = record_epsilon  # type: ignore[method-assign]
+    monkeypatch.setattr(schedules, "epsilon", record_epsilon)
     learner.update = record_train  # type: ignore[method-assign]
     return seen
 
@@ -313,14 +316,16 @@ SPLIT = TINY.replace(
 
 
 @pytest.mark.parametrize("num_envs", [1, 2])
-def test_learn_n_adds_n_steps_and_schedules_span_the_planned_total(num_envs: int) -> None:
+def test_learn_n_adds_n_steps_and_schedules_span_the_planned_total(
+    num_envs: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """learn(200) twice runs 400 steps with the epsilons and PER betas of learn(400) once."""
     cfg = SPLIT.replace(num_envs=num_envs)
     whole = DQN("qlearn-test/Counter-v0", cfg)
-    whole_seen = recording(whole)
+    whole_seen = recording(whole, monkeypatch)
     whole.learn(400)
     split = DQN("qlearn-test/Counter-v0", cfg)
-    split_seen = recording(split)
+    split_seen = recording(split, monkeypatch)
     split.learn(200)
     assert split.counters.step == 200
     split.learn(200)

@@ -1,4 +1,4 @@
-"""n-step returns through the single-env driver equal those of the vector-env driver."""
+"""n-step returns through the one-env adapter equal those through a vector env of one copy."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from qlearn import DQN, DQNConfig
-from qlearn.train import dqn as train_dqn
+from qlearn.train import DQN as TrainDQN
+from qlearn.train.loop import NextStepEnvs
 
 
 class ScriptedEpisodes(gym.Env):
@@ -55,22 +56,24 @@ def stored(agent: DQN) -> dict[str, np.ndarray]:
 
 
 # 15 is mid-episode (episodes end at steps 5, 7, 8, 12, 17, ...): the second call resets the env
-# with pending windows. (At an episode's end the single driver resets at once and this env, which
-# counts its resets, would then start its next call one episode further than under autoreset.)
+# with pending windows. (At an episode's end the one-env adapter resets at once and this env,
+# which counts its resets, would then start its next call one episode further than under
+# next-step autoreset.)
 @pytest.mark.parametrize("steps", [(40,), (15, 25)])
-def test_single_env_driver_stores_what_the_vector_driver_stores(
+def test_one_env_adapter_stores_what_a_vector_env_stores(
     steps: tuple[int, ...], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Same transitions, returns, discounts and flags; also across `learn` calls, whose env
-    reset drops the unfinished windows in both drivers."""
+    reset drops the unfinished windows with either."""
     single = DQN(ScriptedEpisodes(), CONFIG)
     for n in steps:
         single.learn(n)
 
-    def vector_driver(run: train_dqn._Run, env: gym.Env) -> None:
-        run.vector_env(gym.vector.SyncVectorEnv([lambda: env]))
+    def vector_envs(agent: DQN) -> NextStepEnvs:
+        env = agent._env_instance
+        return NextStepEnvs(gym.vector.SyncVectorEnv([lambda: env]))
 
-    monkeypatch.setattr(train_dqn._Run, "single_env", vector_driver)
+    monkeypatch.setattr(TrainDQN, "_make_train_envs", vector_envs)
     vector = DQN(ScriptedEpisodes(), CONFIG)
     for n in steps:
         vector.learn(n)
@@ -84,7 +87,7 @@ def test_single_env_driver_stores_what_the_vector_driver_stores(
     assert single.counters.episodes == vector.counters.episodes
 
 
-def test_single_env_driver_n_step_returns_hand_computed() -> None:
+def test_one_env_n_step_returns_hand_computed() -> None:
     agent = DQN(ScriptedEpisodes(), CONFIG.replace(total_steps=7))  # episodes 0 (5) and 1 (2)
     agent.learn()
     batch = agent.learner.replay.gather(np.arange(len(agent.learner.replay)))

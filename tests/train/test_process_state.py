@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from qlearn import DQN, DQNConfig
-from qlearn.train.dqn import flushing_denormals
+from qlearn.train.process import flushing_denormals
 
 CFG = DQNConfig(
     total_steps=300,

@@ -144,8 +144,6 @@ def test_loaded_state_equals_saved_state(runs: dict[str, Any]) -> None:
     RNG state and the replay arrays come back exactly as saved."""
     loaded = DQN.load(runs["checkpoint"], with_replay=True)
     assert_same_state(Snapshot.of(loaded), runs["stopped_half"])
-    saved_opt = runs["in_process"].learner.optimizer.state_dict()["param_groups"]
-    assert loaded.learner.optimizer.state_dict()["param_groups"] == saved_opt
     tensors = loaded.learner.tensors()
     assert any(k.startswith("optim.") and k.endswith("exp_avg_sq") for k in tensors)
     replay, saved = loaded.learner.replay, runs["stopped_half"].replay

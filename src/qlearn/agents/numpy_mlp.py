@@ -6,154 +6,121 @@ update with explicit backpropagation through `Linear -> ReLU -> ... -> Linear`, 
 parameter, gradient and Adam moment in one flat array, so that Adam and gradient clipping are a
 dozen vectorised calls whatever the depth.
 
-It owns no state of its own. The torch parameters of both networks are rebound as views of its
-flat arrays, and the torch Adam's `exp_avg`, `exp_avg_sq` and `step` as views of its moments: the
-torch modules, `state_dict()`, checkpoints and the torch engine all see what it writes. A phase of
-several gradient steps under a fixed target network samples all its mini-batches at once and runs
-the target network once over all of them.
+The engine owns its state: the online and target parameters, Adam's moments and step counts
+live in its flat numpy arrays. Torch sees them only at the boundary: `state_dict()` and
+`load_state_dict()` speak the torch engine's checkpoint tensors, and `network()` copies the
+current weights into a torch module when asked. A phase of several gradient steps under a fixed
+target network runs the target network, and for plain DQN the whole Bellman target, once over
+all of its mini-batches.
 
-The math follows `qlearn.targets` (TD and Double-DQN targets), `torch.nn.functional.mse_loss` /
-`smooth_l1_loss`, `torch.nn.utils.clip_grad_norm_` and `torch.optim.Adam`; the tests check one
-update against the torch engine.
+The targets are `qlearn.targets`' (the same functions the torch engine calls); the loss, its
+gradient, clipping and Adam follow `torch.nn.functional.mse_loss` / `smooth_l1_loss`,
+`torch.nn.utils.clip_grad_norm_` and `torch.optim.Adam`, and the tests check the update against
+the torch engine.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import torch
-from torch import nn
 
+from qlearn import targets
+from qlearn.agents.engine import (
+    NonfiniteHandler,
+    UpdateResult,
+    join_state,
+    new_priorities,
+    raise_on_nonfinite,
+    rows_per_step,
+    split_state,
+)
 from qlearn.config import DQNConfig
-from qlearn.replay import Batch, ReplayMemory
+from qlearn.envs import ObsEncoder
+from qlearn.networks import QNetwork, mlp_forward, plain_mlp_blockers
+from qlearn.replay import Batch
 
 # Rows of one target-network pass over a phase's mini-batches; bounds its activation memory.
 MAX_TARGET_ROWS = 16_384
+ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, which the torch engine uses
+ADAM_STATE = ("step", "exp_avg", "exp_avg_sq")  # torch's names, in torch's order
 
 
 def unsupported(config: DQNConfig, torso: str) -> list[str]:
     """The settings that rule this engine out, as `name = value` strings (empty: it applies)."""
-    reasons = []
-    if config.device != "cpu":
-        reasons.append(f"device = {config.device!r}")
-    if torso != "mlp":
-        reasons.append(f"network = {torso!r}")
-    if config.dueling:
-        reasons.append("dueling = true")
-    if config.noisy:
-        reasons.append("noisy = true")
-    if config.distributional != "none":
-        reasons.append(f"distributional = {config.distributional!r}")
+    num_atoms = config.num_atoms if config.distributional != "none" else 1
+    reasons = [f"device = {config.device!r}"] if config.device != "cpu" else []
+    reasons += plain_mlp_blockers(
+        torso, dueling=config.dueling, noisy=config.noisy, num_atoms=num_atoms
+    )
     if config.log_grad_norms:
         reasons.append("log_grad_norms = true")
     return reasons
 
 
-def flatten_into_views(params: Sequence[torch.Tensor]) -> np.ndarray:
-    """Make each parameter's `.data` a view of one new flat float32 array, keeping its values.
-
-    Returns:
-        The flat array; writing to it writes the parameters.
-    """
-    flat = torch.empty(sum(p.numel() for p in params), dtype=torch.float32)
-    offset = 0
-    for p in params:
-        view = flat[offset : offset + p.numel()].view_as(p)
-        view.copy_(p.data)
-        p.data = view
-        offset += p.numel()
-    return flat.numpy()
-
-
 class NumpyMLPEngine:
-    """Gradient steps for a plain MLP `QNetwork`, computed in numpy on shared memory.
+    """Gradient steps for a plain MLP `QNetwork`, computed in numpy on flat arrays.
 
     Args:
-        q_net: the online network (nn.Linear layers with ReLU between them).
-        target_net: its target copy.
-        optimizer: the torch Adam over `q_net.parameters()`; its hyperparameters are used and its
-            state is rebound to this engine's moments.
-        config: the agent's config (loss, double_q, max_grad_norm, prioritized, batch_size).
-        encode: raw observations -> float32 network inputs.
+        q_net: the initialised online network (nn.Linear layers with ReLU between them); its
+            weights are copied in, and it (with a copy as the target network) becomes the torch
+            view that `network()` refreshes.
+        config: the learner's config (loss, double_q, max_grad_norm, prioritized, Adam's
+            learning_rate and adam_eps).
+        encoder: raw observations -> float32 network inputs.
     """
 
-    def __init__(
-        self,
-        q_net: nn.Module,
-        target_net: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        config: DQNConfig,
-        encode: Callable[[np.ndarray], np.ndarray],
-    ) -> None:
+    def __init__(self, q_net: QNetwork, config: DQNConfig, encoder: ObsEncoder) -> None:
+        if not q_net.plain_mlp:
+            raise TypeError("NumpyMLPEngine runs plain MLP networks only")
         self.config = config
-        self.encode = lambda obs: np.asarray(encode(obs), dtype=np.float32)
-        self.optimizer = optimizer
-        self._online = [m for m in q_net.modules() if isinstance(m, nn.Linear)]
-        self._target = [m for m in target_net.modules() if isinstance(m, nn.Linear)]
-        self._params = [t for m in self._online for t in (m.weight, m.bias)]
-        target_params = [t for m in self._target for t in (m.weight, m.bias)]
-        self.flat = flatten_into_views(self._params)
-        self.target_flat = flatten_into_views(target_params)
+        self._encoder = encoder
+        self._online_net = q_net
+        self._target_net = copy.deepcopy(q_net)
+        self._target_net.requires_grad_(False)
+        params = list(q_net.parameters())
+        layer_params = [t for m in q_net.linears for t in (m.weight, m.bias)]
+        if len(params) != len(layer_params) or any(
+            a is not b for a, b in zip(params, layer_params, strict=True)
+        ):
+            raise TypeError("a plain MLP's parameters must be its layers' weights and biases")
+        self._names = [name for name, _ in q_net.named_parameters()]
+        self._shapes = [tuple(p.shape) for p in params]
+        self.flat = np.concatenate([p.detach().numpy().reshape(-1) for p in params])
+        self.target_flat = self.flat.copy()
         self.grad = np.zeros_like(self.flat)
-        # The flat arrays are never reallocated, so their per-layer views are made once.
-        self._online_views = self._views_of(self.flat)
-        self._target_views = self._views_of(self.target_flat)
-        self._grad_views = self._views_of(self.grad)
         self.exp_avg = np.zeros_like(self.flat)
         self.exp_avg_sq = np.zeros_like(self.flat)
-        self.steps = np.zeros(len(self._params), dtype=np.float32)
+        self.steps = np.zeros(len(params), dtype=np.float32)  # Adam's step, per tensor as torch
         self._scratch = np.empty_like(self.flat)
-        self.bind_optimizer_state()
+        # The flat arrays are never reallocated, so their per-layer views are made once.
+        self._online_views = self._layer_views(self.flat)
+        self._target_views = self._layer_views(self.target_flat)
+        self._grad_views = self._layer_views(self.grad)
+        self._online_stale = self._target_stale = False  # do the torch modules lag the arrays?
 
-    def _views_of(self, flat: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(weight (out, in), bias (out,)) views of `flat`, laid out like the parameters."""
+    def _tensor_views(self, flat: np.ndarray) -> list[np.ndarray]:
+        """Views of `flat`, one per parameter, shaped like it."""
         views, offset = [], 0
-        for layer in self._online:
-            out_f, in_f = layer.weight.shape
-            w = flat[offset : offset + out_f * in_f].reshape(out_f, in_f)
-            offset += out_f * in_f
-            views.append((w, flat[offset : offset + out_f]))
-            offset += out_f
+        for shape in self._shapes:
+            n = math.prod(shape)
+            views.append(flat[offset : offset + n].reshape(shape))
+            offset += n
         return views
 
-    def bind_optimizer_state(self) -> None:
-        """Take over Adam's state: copy any existing moments in, then rebind them as views.
+    def _layer_views(self, flat: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(weight (out, in), bias (out,)) views of `flat`, one pair per layer."""
+        views = self._tensor_views(flat)
+        return list(zip(views[::2], views[1::2], strict=True))
 
-        Called at construction and after `optimizer.load_state_dict` replaced the state tensors.
-        """
-        exp_avg = torch.from_numpy(self.exp_avg)
-        exp_avg_sq = torch.from_numpy(self.exp_avg_sq)
-        steps = torch.from_numpy(self.steps)
-        offset = 0
-        for i, p in enumerate(self._params):
-            n = p.numel()
-            state = self.optimizer.state[p]
-            if "exp_avg" in state:
-                self.exp_avg[offset : offset + n] = state["exp_avg"].reshape(-1).numpy()
-                self.exp_avg_sq[offset : offset + n] = state["exp_avg_sq"].reshape(-1).numpy()
-                self.steps[i] = float(state["step"])
-            state["step"] = steps[i]  # torch's own key order: step, exp_avg, exp_avg_sq
-            state["exp_avg"] = exp_avg[offset : offset + n].view_as(p)
-            state["exp_avg_sq"] = exp_avg_sq[offset : offset + n].view_as(p)
-            offset += n
+    def encode(self, obs: np.ndarray) -> np.ndarray:
+        return np.asarray(self._encoder(obs), dtype=np.float32)
 
-    # ------------------------------------------------------------------ forward and backward
-    @staticmethod
-    def forward(layers: Sequence[tuple[np.ndarray, np.ndarray]], x: np.ndarray) -> list[np.ndarray]:
-        """Activations of every layer: [x, relu(h1), ..., output]; weights are (out, in)."""
-        acts = [x]
-        last = len(layers) - 1
-        for i, (w, b) in enumerate(layers):
-            h = acts[-1] @ w.T
-            h += b
-            if i < last:
-                np.maximum(h, 0.0, out=h)
-            acts.append(h)
-        return acts
-
-    def _backward(self, acts: Sequence[np.ndarray], grad_out: np.ndarray) -> None:
+    # ------------------------------------------------------------------ backward and Adam
+    def _backward(self, acts: list[np.ndarray], grad_out: np.ndarray) -> None:
         """Write dLoss/dparams into `self.grad`, given dLoss/doutput (rows, num_actions)."""
         g = grad_out
         layers = self._online_views
@@ -175,8 +142,7 @@ class NumpyMLPEngine:
             coef = c.max_grad_norm / (norm + 1e-6)
             if coef < 1.0:
                 grad *= coef
-        group = self.optimizer.param_groups[0]
-        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        lr, (beta1, beta2), eps = c.learning_rate, ADAM_BETAS, c.adam_eps
         self.steps += 1
         t = float(self.steps[0])
         m, v, tmp = self.exp_avg, self.exp_avg_sq, self._scratch
@@ -201,41 +167,80 @@ class NumpyMLPEngine:
         """Target-network Q-values of encoded next observations, (rows, num_actions)."""
         target = self._target_views
         if len(next_x) <= MAX_TARGET_ROWS:
-            return self.forward(target, next_x)[-1]
+            return mlp_forward(target, next_x)[-1]
         parts = [
-            self.forward(target, next_x[i : i + MAX_TARGET_ROWS])[-1]
+            mlp_forward(target, next_x[i : i + MAX_TARGET_ROWS])[-1]
             for i in range(0, len(next_x), MAX_TARGET_ROWS)
         ]
         return np.concatenate(parts)
 
     @np.errstate(over="ignore", invalid="ignore")  # a non-finite loss is reported, not warned
-    def step(self, batch: Batch, next_target: np.ndarray) -> tuple[float, float, np.ndarray]:
-        """One gradient step on `batch`, given the target network's Q-values of its next_obs.
+    def update(
+        self, batch: Batch, num_steps: int = 1, on_nonfinite: NonfiniteHandler = raise_on_nonfinite
+    ) -> UpdateResult:
+        """See `UpdateEngine.update`. The target network runs once over the whole batch; without
+        Double DQN, so does the Bellman target, as it depends on the target network only."""
+        c = self.config
+        rows = rows_per_step(batch, num_steps)
+        x_all = self.encode(batch.obs)
+        next_x_all = self.encode(batch.next_obs)
+        next_target = self.target_values(next_x_all)  # (num_steps * rows, num_actions)
+        returns, discounts, terminated = batch.returns, batch.discounts, batch.terminated
+        td_all = None
+        if not c.double_q:
+            td_all = targets.td_target(returns, discounts, terminated, next_target)
+        priorities = new_priorities(c.prioritized, len(x_all), num_steps)
+        applied, last = 0, (math.nan, math.nan)
+        for i in range(num_steps):
+            part = slice(i * rows, (i + 1) * rows)
+            x = x_all[part]
+            if td_all is None:
+                # One pass over obs and next_obs together; only the obs half is backpropagated.
+                both = mlp_forward(self._online_views, np.concatenate([x, next_x_all[part]]))
+                acts = [a[:rows] for a in both]
+                target = targets.double_q_target(
+                    returns[part],
+                    discounts[part],
+                    terminated[part],
+                    both[-1][rows:],
+                    next_target[part],
+                )
+            else:
+                acts = mlp_forward(self._online_views, x)
+                target = td_all[part]
+            weights = batch.weights[part] if c.prioritized else None
+            loss, q_mean, td = self._step(acts, batch.actions[part], target, weights)
+            if not math.isfinite(loss):
+                on_nonfinite(loss, applied)
+                continue
+            applied += 1
+            last = (loss, q_mean)
+            if priorities is not None:
+                priorities[part] = td
+            elif c.prioritized:  # one step: its priorities are the result's
+                priorities = td
+        if applied:
+            self._online_stale = True
+        return UpdateResult(applied, *last, priorities)
+
+    def _step(
+        self,
+        acts: list[np.ndarray],
+        actions: np.ndarray,
+        target: np.ndarray,
+        weights: np.ndarray | None,
+    ) -> tuple[float, float, np.ndarray]:
+        """One gradient step, given the online network's activations and the (rows,) targets.
 
         Returns:
             (loss, mean Q of the taken actions, |TD error| per sample); the parameters are left
             untouched when the loss is not finite.
         """
-        c = self.config
-        x = self.encode(batch.obs)
-        n = len(x)
-        online = self._online_views
-        if c.double_q:
-            # One pass over obs and next_obs together; only the obs half is backpropagated.
-            both = self.forward(online, np.concatenate([x, self.encode(batch.next_obs)]))
-            acts = [a[:n] for a in both]
-            chosen = both[-1][n:].argmax(axis=1)
-            next_value = next_target[np.arange(n), chosen]
-        else:
-            acts = self.forward(online, x)
-            next_value = next_target.max(axis=1)
+        n = len(target)
         rows = np.arange(n)
-        q_taken = acts[-1][rows, batch.actions]
-        not_done = 1.0 - batch.terminated
-        target = batch.returns + batch.discounts * not_done * next_value
+        q_taken = acts[-1][rows, actions]
         diff = q_taken - target
-        weights = batch.weights if c.prioritized else None
-        if c.loss == "huber":
+        if self.config.loss == "huber":
             abs_diff = np.abs(diff)
             per_sample = np.where(abs_diff < 1.0, 0.5 * diff * diff, abs_diff - 0.5)
             dloss = np.clip(diff, -1.0, 1.0)
@@ -248,71 +253,89 @@ class NumpyMLPEngine:
         loss = float(np.add.reduce(per_sample)) / n
         if math.isfinite(loss):
             grad_out = np.zeros_like(acts[-1])
-            grad_out[rows, batch.actions] = dloss / n
+            grad_out[rows, actions] = dloss / n
             self._backward(acts, grad_out)
             self._adam()
         return loss, float(np.add.reduce(q_taken)) / n, np.abs(diff)
 
-    def train(
-        self,
-        replay: ReplayMemory,
-        num_updates: int,
-        rng: np.random.Generator,
-        beta: float,
-        on_nonfinite: Callable[[float, int], None],
-    ) -> tuple[int, float, float]:
-        """`num_updates` gradient steps under the current target network.
-
-        Uniform replay draws every mini-batch of the phase at once and runs the target network
-        once over all of them; prioritized replay samples each after the previous one's priority
-        update, as the priorities require. A non-finite loss leaves the weights as they were and
-        calls `on_nonfinite(loss, updates applied so far)`, which raises or lets the phase go on.
-
-        Returns:
-            (updates applied, loss of the last one, its mean Q of the taken actions).
-        """
-        batch_size = self.config.batch_size
-        applied, last = 0, (math.nan, math.nan)
-        if self.config.prioritized:
-            batches = (replay.sample(batch_size, rng, beta=beta) for _ in range(num_updates))
-            targets = None
-        else:
-            big = replay.sample(num_updates * batch_size, rng)
-            targets = self.target_values(self.encode(big.next_obs))
-            batches = (_rows(big, i * batch_size, (i + 1) * batch_size) for i in range(num_updates))
-        for i, batch in enumerate(batches):
-            if targets is None:
-                next_target = self.target_values(self.encode(batch.next_obs))
-            else:
-                next_target = targets[i * batch_size : (i + 1) * batch_size]
-            loss, q_mean, td = self.step(batch, next_target)
-            if not math.isfinite(loss):
-                on_nonfinite(loss, applied)
-                continue
-            applied += 1
-            last = (loss, q_mean)
-            if self.config.prioritized:
-                replay.update_priorities(batch.indices, td)
-        return applied, *last
-
     def sync_target(self, tau: float) -> None:
-        """Copy the online weights into the target (tau = 1), or move toward them (Polyak)."""
         if tau >= 1.0:
             np.copyto(self.target_flat, self.flat)
         else:
             self.target_flat += tau * (self.flat - self.target_flat)
+        self._target_stale = True
+
+    def q_values(self, x: np.ndarray) -> np.ndarray:
+        return mlp_forward(self._online_views, x)[-1]
+
+    # ------------------------------------------------------------------ torch at the boundary
+    def network(self) -> QNetwork:
+        if self._online_stale:
+            _copy_into(self._online_net, self._tensor_views(self.flat))
+            self._online_stale = False
+        return self._online_net
+
+    def target_network(self) -> QNetwork:
+        if self._target_stale:
+            _copy_into(self._target_net, self._tensor_views(self.target_flat))
+            self._target_stale = False
+        return self._target_net
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        def named(flat: np.ndarray) -> dict[str, torch.Tensor]:
+            views = self._tensor_views(flat)
+            return {k: torch.from_numpy(v) for k, v in zip(self._names, views, strict=True)}
+
+        steps = torch.from_numpy(self.steps)
+        moments = zip(
+            self._tensor_views(self.exp_avg), self._tensor_views(self.exp_avg_sq), strict=True
+        )
+        optim = {
+            i: {"step": steps[i], "exp_avg": torch.from_numpy(m), "exp_avg_sq": torch.from_numpy(v)}
+            for i, (m, v) in enumerate(moments)
+        }
+        return join_state(named(self.flat), named(self.target_flat), optim)
+
+    def load_state_dict(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        online, target, optim = split_state(tensors)
+        # The torch modules check names and shapes, with torch's messages; then copy in.
+        self._online_net.load_state_dict(online)
+        self._target_net.load_state_dict(target)
+        for net, flat in ((self._online_net, self.flat), (self._target_net, self.target_flat)):
+            for view, p in zip(self._tensor_views(flat), net.parameters(), strict=True):
+                view[...] = p.detach().cpu().numpy()
+        self._online_stale = self._target_stale = False
+        self._load_adam(optim)
+
+    def _load_adam(self, optim: Mapping[int, Mapping[str, torch.Tensor]]) -> None:
+        """Adam's moments and steps from per-parameter state; none at all means a fresh Adam."""
+        unknown = sorted(set(optim) - set(range(len(self._shapes))))
+        if unknown:
+            raise ValueError(f"optim.{unknown[0]} has no parameter {unknown[0]} to belong to")
+        if not optim:
+            self.exp_avg[:] = 0.0
+            self.exp_avg_sq[:] = 0.0
+            self.steps[:] = 0.0
+            return
+        m_views, v_views = self._tensor_views(self.exp_avg), self._tensor_views(self.exp_avg_sq)
+        for i, shape in enumerate(self._shapes):
+            state = optim.get(i, {})
+            for name in ADAM_STATE:
+                if name not in state:
+                    raise KeyError(f"optim.{i}.{name}")
+            for name, view in (("exp_avg", m_views[i]), ("exp_avg_sq", v_views[i])):
+                value = state[name]
+                if tuple(value.shape) != shape:
+                    raise ValueError(
+                        f"optim.{i}.{name} has shape {tuple(value.shape)} where parameter {i} "
+                        f"has {shape}"
+                    )
+                view[...] = value.detach().cpu().numpy()
+            self.steps[i] = float(state["step"])
 
 
-def _rows(batch: Batch, start: int, stop: int) -> Batch:
-    """Rows [start, stop) of a batch, as views."""
-    rows = slice(start, stop)
-    return Batch(
-        batch.obs[rows],
-        batch.actions[rows],
-        batch.returns[rows],
-        batch.next_obs[rows],
-        batch.terminated[rows],
-        batch.discounts[rows],
-        batch.weights[rows],
-        batch.indices[rows],
-    )
+def _copy_into(net: QNetwork, views: list[np.ndarray]) -> None:
+    """Write `views` (one per parameter, in order) into `net`'s parameters."""
+    with torch.no_grad():
+        for p, view in zip(net.parameters(), views, strict=True):
+            p.copy_(torch.from_numpy(view))

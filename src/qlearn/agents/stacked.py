@@ -42,11 +42,12 @@ from torch import nn
 
 from qlearn import targets
 from qlearn.agents import numpy_mlp
-from qlearn.agents.dqn import DQNLearner, expected_q, pick_network
+from qlearn.agents.dqn import DQNLearner, pick_network
 from qlearn.config import DQNConfig
 from qlearn.envs import EnvSpec, ObsEncoder
 from qlearn.errors import ConfigError, TrainingError
 from qlearn.exploration import softmax_action
+from qlearn.networks import expected_q
 from qlearn.replay import Batch, ReplayMemory
 
 MAX_TARGET_ROWS = numpy_mlp.MAX_TARGET_ROWS
@@ -105,7 +106,7 @@ def make_stacked_learner(spec: EnvSpec, config: DQNConfig, seeds: Sequence[int])
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds {list(seeds)} repeat a seed; allowed: distinct seeds")
     learners = [DQNLearner(spec, seed_config(config, s)) for s in seeds]
-    if learners[0].engine is not None:
+    if isinstance(learners[0].engine, numpy_mlp.NumpyMLPEngine):
         return StackedMLPLearner(spec, config, learners)
     if not torch_func_unsupported(config):
         return StackedTorchLearner(spec, config, learners)
@@ -215,7 +216,6 @@ class StackedMLPLearner:
         self._online = self._views_of(self.flat)
         self._target = self._views_of(self.target_flat)
         self._grads = self._views_of(self.grad)
-        self._optim_hparams = learners[0].optimizer.param_groups[0]
 
     def _views_of(self, flat: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """(weight (S, out, in), bias (S, out)) views of a (S, num_params) array."""
@@ -336,8 +336,7 @@ class StackedMLPLearner:
             skipped = ~apply
             keep = (self.flat[skipped].copy(), self.exp_avg[skipped].copy())
             keep += (self.exp_avg_sq[skipped].copy(),)
-        group = self._optim_hparams
-        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        lr, (beta1, beta2), eps = c.learning_rate, numpy_mlp.ADAM_BETAS, c.adam_eps
         self.steps += apply
         t = self.steps.astype(np.float64)
         m, v, tmp = self.exp_avg, self.exp_avg_sq, self._scratch

@@ -11,9 +11,10 @@ from qlearn.cli.app import app
 from qlearn.errors import QlearnError
 
 # Importing the command modules registers their commands on `app`, listed in `--help` in this
-# order: training and using a DQN first, deployment and settings after it, then the study and
-# tabular tools.
+# order: training, using and tuning a DQN first, deployment and settings after it, then the study
+# and tabular tools.
 from qlearn.cli import dqn as _dqn  # noqa: F401  isort: skip
+from qlearn.cli import tune as _tune  # noqa: F401  isort: skip
 from qlearn.cli import seeds as _seeds  # noqa: F401  isort: skip
 from qlearn.cli import deploy as _deploy  # noqa: F401  isort: skip
 from qlearn.cli import settings as _settings  # noqa: F401  isort: skip

@@ -23,23 +23,21 @@ import dataclasses
 import json
 import math
 import signal
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 
-from qlearn import __version__, checkpoint
-from qlearn.agents.dqn import num_crossings, per_beta
+from qlearn import __version__, checkpoint, schedules
 from qlearn.agents.stacked import StackedLearner, make_stacked_learner, seed_config
+from qlearn.checkpoint import BEST, FINAL, Counters, TrainingMeta
 from qlearn.config import DQNConfig
 from qlearn.envs import EnvSpec, env_spec, make_env, stacked_frame_count
-from qlearn.errors import CheckpointError, ConfigError, QlearnError, TrainingError
+from qlearn.errors import CheckpointError, ConfigError, TrainingError
 from qlearn.evaluation import (
     MAX_EPISODE_STEPS,
     EvalResult,
@@ -47,32 +45,14 @@ from qlearn.evaluation import (
     held_out_eval_seed,
     periodic_eval_seed,
 )
-from qlearn.exploration import linear_schedule
 from qlearn.monitor import Monitor, ProgressOutput, progress_output
 from qlearn.run_dirs import AGGREGATE, MULTI_SEED_INFO, seed_dir_name
+from qlearn.schedules import num_crossings, per_beta
+from qlearn.train.dqn import KEEP_CHECKPOINTS, RUN_CONFIG, RUN_INFO
+from qlearn.train.loop import FLOAT32_MAX, TRAIN_LOG_INTERVAL, TrainingInterrupted
+from qlearn.train.process import StopFlag, training_settings
 
-RUN_CONFIG = "config.toml"
-RUN_INFO = "run.json"
-BEST = "best"
-FINAL = "final"
-TRAIN_LOG_INTERVAL = 1_000
-KEEP_CHECKPOINTS = 2
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 SEED_PREFIX = "seed."  # checkpoint keys of seed index i start with f"seed.{i}."
-
-
-def epsilon_at(config: DQNConfig, step: int) -> float:
-    """The exploration rate of a single run at env step `step` (as `DQNLearner.epsilon`)."""
-    if step < config.learning_starts:
-        return 1.0
-    if config.noisy or config.exploration == "softmax":
-        return 0.0
-    return linear_schedule(
-        config.epsilon_start,
-        config.epsilon_end,
-        config.exploration_fraction * config.total_steps,
-        step,
-    )
 
 
 @dataclasses.dataclass
@@ -93,48 +73,6 @@ class MultiCounters:
     step: int = 0
     target_step: int = 0
     wall_time: float = 0.0
-
-
-class _StopFlag:
-    """SIGINT/SIGTERM become a flag the loop checks between steps (main thread only)."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-        def handler(signum: int, frame: Any) -> None:
-            if self.signal is not None and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            self.signal = signum
-
-        for s in previous:
-            signal.signal(s, handler)
-        try:
-            yield
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
-
-
-@contextlib.contextmanager
-def _training_threads(num_threads: int) -> Iterator[None]:
-    """One run's thread settings: torch and BLAS threads, denormals flushed (as `DQN.learn`)."""
-    before_threads = torch.get_num_threads()
-    before_flush = (torch.tensor([1e-39]) * 1.0).item() == 0.0
-    torch.set_num_threads(num_threads)
-    torch.set_flush_denormal(True)
-    try:
-        with threadpool_limits(num_threads, user_api="blas"):
-            yield
-    finally:
-        torch.set_flush_denormal(before_flush)
-        torch.set_num_threads(before_threads)
 
 
 class MultiSeedDQN:
@@ -257,7 +195,7 @@ class MultiSeedDQN:
         envs = [self._make_env() for _ in self.seeds]
         run = _MultiRun(self, monitors, bar, callback)
         try:
-            with run.stop.installed(), _training_threads(self.config.torch_threads):
+            with training_settings(run.stop, self.config.torch_threads):
                 run.loop(envs)
         finally:
             for env in envs:
@@ -314,28 +252,23 @@ class MultiSeedDQN:
             }
             checkpoint.atomic_write_text(seed_dir / RUN_INFO, json.dumps(single, indent=2))
 
-    def _seed_meta(self, k: int) -> dict[str, Any]:
-        """Seed k's checkpoint meta in the format `DQN.load` reads."""
+    def _seed_meta(self, k: int) -> TrainingMeta:
+        """Seed k's checkpoint meta, as a single run of seed k writes it (`DQN.load` reads it)."""
         sc = self.seed_counters[k]
-        return {
-            "qlearn_version": __version__,
-            "env_id": self.env_id,
-            "env_kwargs": self.env_kwargs,
-            "env_spec": self.spec.to_dict(),
-            "config": seed_config(self.config, self.seeds[k]).to_dict(),
-            "counters": {
-                "step": self.counters.step,
-                "episodes": sc.episodes,
-                "target_step": self.counters.target_step,
-                "best_eval": sc.best_eval,
-                "num_evals": sc.num_evals,
-                "wall_time": self.counters.wall_time,
-            },
-            "agent": {
-                "num_updates": self.learner.seed_num_updates(k),
-                "numpy_rng": self.learner.rngs[k].bit_generator.state,
-            },
+        counters = Counters(
+            step=self.counters.step,
+            episodes=sc.episodes,
+            target_step=self.counters.target_step,
+            best_eval=sc.best_eval,
+            num_evals=sc.num_evals,
+            wall_time=self.counters.wall_time,
+        )
+        learner = {
+            "num_updates": self.learner.seed_num_updates(k),
+            "numpy_rng": self.learner.rngs[k].bit_generator.state,
         }
+        config = seed_config(self.config, self.seeds[k])
+        return TrainingMeta(config, self.spec, self.env_id, self.env_kwargs, counters, learner)
 
     def _checked_tensors(self, k: int) -> dict[str, torch.Tensor]:
         tensors = self.learner.seed_tensors(k)
@@ -354,7 +287,9 @@ class MultiSeedDQN:
 
     def _save_seed(self, k: int, path: Path) -> Path:
         """Seed k's model as a single-run checkpoint (no replay), which `DQN.load` reads."""
-        return checkpoint.write_checkpoint(path, self._seed_meta(k), self._checked_tensors(k))
+        return checkpoint.write_checkpoint(
+            path, self._seed_meta(k).to_dict(), self._checked_tensors(k)
+        )
 
     def save_checkpoint(self) -> Path:
         """One periodic checkpoint of every seed (with replay) under run_dir/checkpoints/."""
@@ -378,7 +313,7 @@ class MultiSeedDQN:
                 "seeds": list(self.seeds),
                 "counters": dataclasses.asdict(self.counters),
                 "seed_counters": [dataclasses.asdict(sc) for sc in self.seed_counters],
-                "agents": [self._seed_meta(k)["agent"] for k in range(self.num_seeds)],
+                "agents": [self._seed_meta(k).learner for k in range(self.num_seeds)],
             },
         }
         name = f"{checkpoint.CHECKPOINT_PREFIX}{self.counters.step:010d}"
@@ -464,10 +399,6 @@ class MultiSeedDQN:
         checkpoint.atomic_write_text(self.run_dir / AGGREGATE, json.dumps(data, indent=2))
 
 
-class TrainingInterrupted(QlearnError):
-    """SIGINT or SIGTERM stopped a multi-seed run; a checkpoint was saved first."""
-
-
 class _MultiRun:
     """One `learn()` call of a multi-seed run: the lockstep env loop and what falls due."""
 
@@ -485,7 +416,7 @@ class _MultiRun:
         self.counters = owner.counters
         self.monitors = monitors
         self.bar = bar
-        self.stop = _StopFlag()
+        self.stop = StopFlag()
         self.total = owner.counters.target_step
         self.metrics: list[dict[str, float]] = [{} for _ in owner.seeds]
         self.recent: list[list[float]] = [[] for _ in owner.seeds]
@@ -520,7 +451,7 @@ class _MultiRun:
         ep_length = np.zeros(num, dtype=np.int64)
         clip = c.clip_rewards
         while counters.step < self.total:
-            epsilon = epsilon_at(c, counters.step)
+            epsilon = schedules.epsilon(c, counters.step)
             actions = learner.act(obs, epsilon)
             step = counters.step + 1
             next_obs_all = obs.copy()
