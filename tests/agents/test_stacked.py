@@ -44,10 +44,15 @@ VARIANTS = {
     "qr_prioritized": {"distributional": "qr", "num_atoms": 8, "prioritized": True},
     "torch_engine": {"engine": "torch", "double_q": True},
     "noisy": {"noisy": True},
+    "softmax": {"exploration": "softmax", "temperature": 0.5},
+    "softmax_dueling": {"exploration": "softmax", "temperature": 0.5, "dueling": True},
 }
 ENGINES = {"noisy": PerSeedLearners}
 ENGINES.update(
-    {v: StackedTorchLearner for v in ("dueling", "c51", "qr_prioritized", "torch_engine")}
+    {
+        v: StackedTorchLearner
+        for v in ("dueling", "c51", "qr_prioritized", "torch_engine", "softmax_dueling")
+    }
 )
 
 
@@ -133,3 +138,19 @@ def test_target_pass_in_seed_groups_gives_the_same_values(monkeypatch) -> None:
     for limit in (700, 300, 100):  # groups of 2 seeds, one seed, row chunks of one seed
         monkeypatch.setattr(module, "MAX_TARGET_ROWS", limit)
         np.testing.assert_array_equal(learner._target_values(x), whole)
+
+
+@pytest.mark.parametrize("dueling", [False, True])
+def test_softmax_act_draws_as_single_learners(dueling: bool) -> None:
+    # Some seeds explore and some draw from the softmax at each call: each greedy seed must
+    # draw from its own Q-values (not a neighbour's) with its own generator.
+    config = DQNConfig(hidden_sizes=(16,), exploration="softmax", temperature=0.05, dueling=dueling)
+    stacked = make_stacked_learner(SPEC, config, SEEDS)
+    singles = [DQNLearner(SPEC, config.replace(seed=s)) for s in SEEDS]
+    data = np.random.default_rng(3)
+    for _ in range(200):
+        obs = (10 * data.normal(size=(len(SEEDS), 4))).astype(np.float32)
+        np.testing.assert_array_equal(
+            stacked.act(obs, 0.5),
+            [int(s.act(obs[k : k + 1], 0.5)[0]) for k, s in enumerate(singles)],
+        )

@@ -40,9 +40,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from qlearn import targets
 from qlearn.agents import numpy_mlp
 from qlearn.agents.dqn import DQNLearner, pick_network
+from qlearn.agents.engine import TensorBatch, per_sample_loss
 from qlearn.config import DQNConfig
 from qlearn.envs import EnvSpec, ObsEncoder
 from qlearn.errors import ConfigError, TrainingError
@@ -163,12 +163,66 @@ class PerSeedLearners:
         self.learners[k].num_updates = value
 
 
+# ---------------------------------------------------------------------- both stacked learners
+class _SeedStack:
+    """What both stacked learners keep per seed, and how each seed acts.
+
+    Subclasses set up the stacked networks and define `_greedy_q` and `q_values`.
+    """
+
+    def __init__(self, spec: EnvSpec, config: DQNConfig, learners: Sequence[DQNLearner]) -> None:
+        self.config = config
+        self.spec = spec
+        self.encoder = ObsEncoder(spec)
+        self.num_actions = spec.num_actions
+        self.seeds = tuple(lr.config.seed for lr in learners)
+        self.num_seeds = len(learners)
+        self.rngs = [lr.rng for lr in learners]
+        self.replays = [lr.replay for lr in learners]
+        self._torch_rng_states = [lr.torch_rng.get_state() for lr in learners]
+        self._num_updates = np.zeros(self.num_seeds, dtype=np.int64)
+
+    @property
+    def num_updates(self) -> int:
+        return int(self._num_updates.min())
+
+    def seed_num_updates(self, k: int) -> int:
+        return int(self._num_updates[k])
+
+    def set_seed_num_updates(self, k: int, value: int) -> None:
+        self._num_updates[k] = value
+
+    def _greedy_q(self, obs: np.ndarray, greedy: list[int]) -> np.ndarray:
+        raise NotImplementedError
+
+    def act(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
+        """Each seed draws as a single run's `DQNLearner.act` does with one env: a uniform
+        number against epsilon, then either a random action or the policy's."""
+        actions = np.empty(self.num_seeds, dtype=np.int64)
+        greedy = []
+        for k, rng in enumerate(self.rngs):
+            if rng.random() < epsilon:
+                actions[k] = rng.integers(self.num_actions)
+            else:
+                greedy.append(k)
+        if greedy:
+            q = self._greedy_q(obs, greedy)  # (len(greedy), num_actions)
+            if self.config.exploration == "softmax":
+                for j, k in enumerate(greedy):
+                    actions[k] = softmax_action(
+                        q[j : j + 1], self.config.temperature, self.rngs[k]
+                    )[0]
+            else:
+                actions[greedy] = q.argmax(axis=1)
+        return actions
+
+
 # ---------------------------------------------------------------------- stacked numpy engine
 def _linears(net: nn.Module) -> list[tuple[str, nn.Linear]]:
     return [(name, m) for name, m in net.named_modules() if isinstance(m, nn.Linear)]
 
 
-class StackedMLPLearner:
+class StackedMLPLearner(_SeedStack):
     """Plain-MLP DQN learners for several seeds, updated together with batched matmuls.
 
     Args:
@@ -186,16 +240,7 @@ class StackedMLPLearner:
                 f"the stacked numpy engine runs plain MLP networks on the CPU only; this config "
                 f"has {', '.join(reasons)}"
             )
-        self.config = config
-        self.spec = spec
-        self.encoder = ObsEncoder(spec)
-        self.num_actions = spec.num_actions
-        self.seeds = tuple(lr.config.seed for lr in learners)
-        self.num_seeds = len(learners)
-        self.rngs = [lr.rng for lr in learners]
-        self.replays = [lr.replay for lr in learners]
-        self._torch_rng_states = [lr.torch_rng.get_state() for lr in learners]
-        self._num_updates = np.zeros(self.num_seeds, dtype=np.int64)
+        super().__init__(spec, config, learners)
 
         layers = _linears(learners[0].q_net)
         self._names = [name for name, _ in layers]
@@ -228,16 +273,6 @@ class StackedMLPLearner:
             offset += out_f
         return views
 
-    @property
-    def num_updates(self) -> int:
-        return int(self._num_updates.min())
-
-    def seed_num_updates(self, k: int) -> int:
-        return int(self._num_updates[k])
-
-    def set_seed_num_updates(self, k: int, value: int) -> None:
-        self._num_updates[k] = value
-
     # ------------------------------------------------------------------ forward
     @staticmethod
     def forward(layers: Sequence[tuple[np.ndarray, np.ndarray]], x: np.ndarray) -> list[np.ndarray]:
@@ -261,30 +296,12 @@ class StackedMLPLearner:
     def q_values(self, obs: np.ndarray) -> np.ndarray:
         return self.forward(self._online, self._encode(obs))[-1]
 
-    def act(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
-        """Each seed draws as a single run's `DQNLearner.act` does with one env: a uniform
-        number against epsilon, then either a random action or the policy's."""
-        actions = np.empty(self.num_seeds, dtype=np.int64)
-        greedy = []
-        for k, rng in enumerate(self.rngs):
-            if rng.random() < epsilon:
-                actions[k] = rng.integers(self.num_actions)
-            else:
-                greedy.append(k)
-        if greedy:
-            if len(greedy) == self.num_seeds:
-                q = self.q_values(obs[:, None])[:, 0]  # (S, num_actions)
-            else:
-                layers = [(w[greedy], b[greedy]) for w, b in self._online]
-                q = self.forward(layers, self._encode(obs[greedy][:, None]))[-1][:, 0]
-            if self.config.exploration == "softmax":
-                for j, k in enumerate(greedy):
-                    actions[k] = softmax_action(
-                        q[j : j + 1], self.config.temperature, self.rngs[k]
-                    )[0]
-            else:
-                actions[greedy] = q.argmax(axis=1)
-        return actions
+    def _greedy_q(self, obs: np.ndarray, greedy: list[int]) -> np.ndarray:
+        """Q-values of the seeds `greedy` (all of them, or those not exploring), (len, A)."""
+        if len(greedy) == self.num_seeds:
+            return self.q_values(obs[:, None])[:, 0]  # (S, num_actions)
+        layers = [(w[greedy], b[greedy]) for w, b in self._online]
+        return self.forward(layers, self._encode(obs[greedy][:, None]))[-1][:, 0]
 
     # ------------------------------------------------------------------ the update
     def _target_values(self, next_x: np.ndarray) -> np.ndarray:
@@ -573,7 +590,7 @@ def torch_func_unsupported(config: DQNConfig) -> list[str]:
     return reasons
 
 
-class StackedTorchLearner:
+class StackedTorchLearner(_SeedStack):
     """Any non-noisy Q-network (dueling, C51/QR, CNN torsos) for several seeds, in torch.func.
 
     The seeds' networks are stacked with `torch.func.stack_module_state` (a leading seed axis
@@ -581,7 +598,7 @@ class StackedTorchLearner:
     comes from one `vmap(grad(...))`. One `torch.optim.Adam` steps the stacked parameters: Adam
     is elementwise, so this is one Adam per seed. Gradient-norm clipping is per seed.
 
-    The loss mirrors `DQNLearner._loss` with the pure functions of `qlearn.targets`. Batched
+    The loss is the torch engine's own (`engine.per_sample_loss`), vmapped over seeds. Batched
     matrix products round differently from the single run's, so a seed matches its single run
     to float tolerance, not bit for bit (`tests/agents/test_stacked.py`).
     """
@@ -589,17 +606,8 @@ class StackedTorchLearner:
     def __init__(self, spec: EnvSpec, config: DQNConfig, learners: Sequence[DQNLearner]) -> None:
         from torch.func import stack_module_state
 
-        self.config = config
-        self.spec = spec
-        self.encoder = ObsEncoder(spec)
-        self.num_actions = spec.num_actions
-        self.seeds = tuple(lr.config.seed for lr in learners)
-        self.num_seeds = len(learners)
-        self.rngs = [lr.rng for lr in learners]
-        self.replays = [lr.replay for lr in learners]
+        super().__init__(spec, config, learners)
         self.device = learners[0].device
-        self._torch_rng_states = [lr.torch_rng.get_state() for lr in learners]
-        self._num_updates = np.zeros(self.num_seeds, dtype=np.int64)
         self.support = learners[0].support
         params, self.buffers = stack_module_state([lr.q_net for lr in learners])
         target_params, self.target_buffers = stack_module_state([lr.target_net for lr in learners])
@@ -610,16 +618,6 @@ class StackedTorchLearner:
             list(self.params.values()), lr=config.learning_rate, eps=config.adam_eps
         )
         self._names = list(self.params)
-
-    @property
-    def num_updates(self) -> int:
-        return int(self._num_updates.min())
-
-    def seed_num_updates(self, k: int) -> int:
-        return int(self._num_updates[k])
-
-    def set_seed_num_updates(self, k: int, value: int) -> None:
-        self._num_updates[k] = value
 
     # ------------------------------------------------------------------ forward
     def _forward_one(
@@ -652,26 +650,9 @@ class StackedTorchLearner:
             q = expected_q(out.flatten(0, 1), self.config.distributional, self.support)
             return q.reshape(s, rows, -1).cpu().numpy()
 
-    def act(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
-        """As `StackedMLPLearner.act`: each seed draws from its own generator in a single
-        run's order."""
-        actions = np.empty(self.num_seeds, dtype=np.int64)
-        greedy = []
-        for k, rng in enumerate(self.rngs):
-            if rng.random() < epsilon:
-                actions[k] = rng.integers(self.num_actions)
-            else:
-                greedy.append(k)
-        if greedy:
-            q = self.q_values(obs[:, None])[:, 0]
-            if self.config.exploration == "softmax":
-                for k in greedy:
-                    actions[k] = softmax_action(
-                        q[k : k + 1], self.config.temperature, self.rngs[k]
-                    )[0]
-            else:
-                actions[greedy] = q[greedy].argmax(axis=1)
-        return actions
+    def _greedy_q(self, obs: np.ndarray, greedy: list[int]) -> np.ndarray:
+        """Q-values of the seeds `greedy`, (len, A); one vmapped pass over every seed."""
+        return self.q_values(obs[:, None])[:, 0][greedy]
 
     # ------------------------------------------------------------------ the update
     def _seed_loss(
@@ -682,54 +663,16 @@ class StackedTorchLearner:
         batch: tuple[torch.Tensor, ...],
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """One seed's mean loss and (loss, mean Q taken, per-sample priority); as
-        `DQNLearner._loss` for one seed."""
+        `engine.per_sample_loss` for one seed."""
         c = self.config
-        obs, next_obs, actions, returns, terminated, discounts, weights = batch
-        n = actions.shape[0]
-        idx = actions[:, None]
-        if c.distributional == "none":
-            if c.double_q:
-                both = self._forward_one(params, buffers, torch.cat([obs, next_obs]))
-                out, next_online = both[:n], both[n:].detach()
-            else:
-                out = self._forward_one(params, buffers, obs)
-            q_taken = out.gather(1, idx).squeeze(1)
-            with torch.no_grad():
-                next_target = self._forward_one(target_params, buffers, next_obs)
-                if c.double_q:
-                    target = targets.double_q_target(
-                        returns, discounts, terminated, next_online, next_target
-                    )
-                else:
-                    target = targets.td_target(returns, discounts, terminated, next_target)
-            if c.loss == "huber":
-                per_sample = nn.functional.smooth_l1_loss(q_taken, target, reduction="none")
-            else:
-                per_sample = nn.functional.mse_loss(q_taken, target, reduction="none")
-            priority = (q_taken - target).detach().abs()
-        else:
-            out = self._forward_one(params, buffers, obs)
-            with torch.no_grad():
-                next_out = self._forward_one(target_params, buffers, next_obs)
-                chooser = self._forward_one(params, buffers, next_obs) if c.double_q else next_out
-                next_actions = expected_q(chooser, c.distributional, self.support).argmax(1)
-                pick = next_actions[:, None, None].expand(-1, 1, next_out.shape[-1])
-                next_dist = next_out.gather(1, pick).squeeze(1)
-            taken = out.gather(1, idx[:, :, None].expand(-1, 1, out.shape[-1])).squeeze(1)
-            if c.distributional == "c51":
-                with torch.no_grad():
-                    target_probs = targets.c51_project(
-                        next_dist.softmax(-1), returns, discounts, terminated, self.support
-                    )
-                per_sample = targets.c51_loss(taken, target_probs)
-                q_taken = (taken.detach().softmax(-1) * self.support).sum(-1)
-            else:
-                scale = (discounts * (1 - terminated))[:, None]
-                per_sample = targets.quantile_huber_loss(
-                    taken, returns[:, None] + scale * next_dist
-                )
-                q_taken = taken.detach().mean(-1)
-            priority = per_sample.detach()
+        *tensors, weights = batch
+        per_sample, q_taken, priority = per_sample_loss(
+            lambda x: self._forward_one(params, buffers, x),
+            lambda x: self._forward_one(target_params, buffers, x),
+            TensorBatch(*tensors),
+            c,
+            self.support,
+        )
         loss = (per_sample * weights).mean() if c.prioritized else per_sample.mean()
         return loss, (loss.detach(), q_taken.detach().mean(), priority)
 

@@ -48,7 +48,7 @@ from qlearn.evaluation import (
 from qlearn.monitor import Monitor, ProgressOutput, progress_output
 from qlearn.run_dirs import AGGREGATE, MULTI_SEED_INFO, seed_dir_name
 from qlearn.schedules import num_crossings, per_beta
-from qlearn.train.dqn import KEEP_CHECKPOINTS, RUN_CONFIG, RUN_INFO
+from qlearn.train.dqn import KEEP_CHECKPOINTS, RUN_CONFIG, open_run_dir, write_run_files
 from qlearn.train.loop import FLOAT32_MAX, TRAIN_LOG_INTERVAL, TrainingInterrupted
 from qlearn.train.process import StopFlag, training_settings
 
@@ -214,19 +214,7 @@ class MultiSeedDQN:
     # ------------------------------------------------------------------ files
     def _prepare_run_dirs(self) -> None:
         assert self.run_dir is not None
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(
-                f"run directory {str(self.run_dir)!r} is not writable ({exc.strerror}); "
-                "choose another with --run-dir"
-            ) from None
-        if self.counters.step == 0 and checkpoint.checkpoint_dirs(self.run_dir):
-            raise ConfigError(
-                f"run directory {str(self.run_dir)!r} already holds checkpoints of another run; "
-                f"continue it with --resume {self.run_dir}, or choose another --run-dir"
-            )
-        checkpoint.remove_temporaries(self.run_dir)
+        open_run_dir(self.run_dir, fresh=self.counters.step == 0)
         info = {
             "env_id": self.env_id,
             "env_kwargs": self.env_kwargs,
@@ -242,15 +230,8 @@ class MultiSeedDQN:
             assert seed_dir is not None
             seed_dir.mkdir(exist_ok=True)
             checkpoint.remove_temporaries(seed_dir)
-            cfg = seed_config(self.config, seed)
-            checkpoint.atomic_write_text(seed_dir / RUN_CONFIG, cfg.to_toml())
-            single = {
-                "env_id": self.env_id,
-                "env_kwargs": self.env_kwargs,
-                "qlearn": __version__,
-                "spec": self.spec.to_dict(),
-            }
-            checkpoint.atomic_write_text(seed_dir / RUN_INFO, json.dumps(single, indent=2))
+            config = seed_config(self.config, seed)
+            write_run_files(seed_dir, config, self.env_id, self.env_kwargs, self.spec)
 
     def _seed_meta(self, k: int) -> TrainingMeta:
         """Seed k's checkpoint meta, as a single run of seed k writes it (`DQN.load` reads it)."""
