@@ -340,42 +340,14 @@ class StackedMLPLearner(_SeedStack):
 
     def _adam(self, apply: np.ndarray) -> None:
         """Per-seed gradient clipping, then Adam on the seeds where `apply` is True."""
-        c = self.config
-        grad = self.grad
-        if c.max_grad_norm is not None:
-            for k in range(self.num_seeds):
-                norm = math.sqrt(float(np.dot(grad[k], grad[k])))
-                coef = c.max_grad_norm / (norm + 1e-6)
-                if coef < 1.0:
-                    grad[k] *= coef
         keep = None
         if not apply.all():
             skipped = ~apply
             keep = (self.flat[skipped].copy(), self.exp_avg[skipped].copy())
             keep += (self.exp_avg_sq[skipped].copy(),)
-        lr, (beta1, beta2), eps = c.learning_rate, numpy_mlp.ADAM_BETAS, c.adam_eps
         self.steps += apply
-        t = self.steps.astype(np.float64)
-        m, v, tmp = self.exp_avg, self.exp_avg_sq, self._scratch
-        np.subtract(grad, m, out=tmp)
-        tmp *= 1.0 - beta1
-        m += tmp
-        np.multiply(grad, grad, out=tmp)
-        tmp *= 1.0 - beta2
-        v *= beta2
-        v += tmp
-        # Python floats times a float32 array are rounded to float32 first (NEP 50): these
-        # per-seed factors are rounded the same way, so each seed matches the single engine.
-        with np.errstate(divide="ignore"):
-            bias1 = 1.0 - beta1**t
-            inv_bias2_sqrt = (1.0 / np.sqrt(1.0 - beta2**t)).astype(np.float32)
-            step_size = (lr / bias1).astype(np.float32)
-        np.sqrt(v, out=tmp)
-        tmp *= inv_bias2_sqrt[:, None]
-        tmp += eps
-        np.divide(m, tmp, out=tmp)
-        tmp *= step_size[:, None]
-        self.flat -= tmp
+        rows = (self.flat, self.grad, self.exp_avg, self.exp_avg_sq, self._scratch)
+        numpy_mlp.adam_rows(*rows, self.steps, self.config)
         if keep is not None:
             skipped = ~apply
             self.flat[skipped], self.exp_avg[skipped], self.exp_avg_sq[skipped] = keep
@@ -406,16 +378,8 @@ class StackedMLPLearner(_SeedStack):
         not_done = 1.0 - batch.terminated
         target = batch.returns + batch.discounts * not_done * next_value
         diff = q_taken - target
-        if c.loss == "huber":
-            abs_diff = np.abs(diff)
-            per_sample = np.where(abs_diff < 1.0, 0.5 * diff * diff, abs_diff - 0.5)
-            dloss = np.clip(diff, -1.0, 1.0)
-        else:
-            per_sample = diff * diff
-            dloss = 2.0 * diff
-        if c.prioritized:
-            per_sample = per_sample * batch.weights
-            dloss = dloss * batch.weights
+        weights = batch.weights if c.prioritized else None
+        per_sample, dloss = numpy_mlp.loss_terms(diff, c.loss, weights)
         loss = np.add.reduce(per_sample, axis=1) / n  # (S,)
         finite = np.isfinite(loss)
         if finite.any():
