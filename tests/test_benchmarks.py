@@ -176,6 +176,15 @@ def test_distributed_script(tmp_path: Path) -> None:
     assert all(r["steps"] >= 1000 for r in result["solve"])
 
 
+def test_many_seeds_script(tmp_path: Path) -> None:
+    out = run_script("many_seeds.py", "--quick", "--results", str(tmp_path), cwd=tmp_path)
+    assert "wall vs 1 seed" in out and "peak RSS" in out
+    report = json.loads((tmp_path / "many_seeds_cartpole_ratio_rss_quick.json").read_text())
+    assert report["multi"]["num_seeds"] == 2 and report["multi"]["steps"] == 1500
+    assert report["multi"]["engine"] == "StackedMLPLearner"
+    assert [r["num_seeds"] for r in report["rss"]] == [1, 2]
+
+
 def test_tune_script(tmp_path: Path) -> None:
     out = run_script(
         "tune.py", "--quick", "--env", "CartPole-v1", "--results", str(tmp_path),

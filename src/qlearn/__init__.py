@@ -22,7 +22,11 @@ def __getattr__(name: str) -> object:
         from qlearn.train import DQN
 
         return DQN
+    if name == "MultiSeedDQN":
+        from qlearn.train.multi_seed import MultiSeedDQN
+
+        return MultiSeedDQN
     raise AttributeError(f"module 'qlearn' has no attribute {name!r}")
 
 
-__all__ = ["DQN", "DQNConfig", "QlearnError", "TabularConfig", "__version__"]
+__all__ = ["DQN", "DQNConfig", "MultiSeedDQN", "QlearnError", "TabularConfig", "__version__"]

@@ -24,7 +24,7 @@ import copy
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -186,6 +186,90 @@ def batch_rows(batch: Batch, start: int, stop: int) -> Batch:
 # ---------------------------------------------------------------------- the torch engine
 
 
+class TensorBatch(NamedTuple):
+    """A replay batch as tensors on the network's device; each (batch,) but the observations."""
+
+    obs: torch.Tensor  # (batch, *obs_shape), encoded
+    next_obs: torch.Tensor  # (batch, *obs_shape), encoded
+    actions: torch.Tensor  # int64
+    returns: torch.Tensor  # k-step discounted returns
+    terminated: torch.Tensor
+    discounts: torch.Tensor  # gamma^k
+
+
+def per_sample_loss(
+    q_net: Callable[[torch.Tensor], torch.Tensor],
+    target_net: Callable[[torch.Tensor], torch.Tensor],
+    batch: TensorBatch,
+    config: DQNConfig,
+    support: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sample loss, Q-values of the taken actions, and the new priorities; each (batch,).
+
+    The one loss of every torch-run variant (Double DQN, Huber or MSE, C51, QR-DQN), for
+    `TorchEngine` and, per seed under `torch.func.vmap`, for the stacked torch learner; so it
+    indexes with `gather` only. The priority is |TD error| for scalar heads and the per-sample
+    loss for distributional ones (as in Rainbow, where the cross-entropy stands in for the TD
+    error).
+
+    Args:
+        q_net: the online network, (batch, *obs_shape) -> (batch, num_actions[, num_atoms]).
+        target_net: the target network, the same shapes.
+        batch: the mini-batch.
+        config: the variant (`distributional`, `double_q`, `loss`, `prioritized`).
+        support: (num_atoms,) C51's atoms (unused by other heads).
+    """
+    c = config
+    obs, next_obs, actions = batch.obs, batch.next_obs, batch.actions
+    returns, terminated, discounts = batch.returns, batch.terminated, batch.discounts
+    n = actions.shape[0]
+    taken_index = actions[:, None]  # (batch, 1)
+    if c.distributional == "none":
+        if c.double_q:
+            # One pass over obs and next_obs together: half the forward calls.
+            both = q_net(torch.cat([obs, next_obs]))
+            out, next_online = both[:n], both[n:].detach()
+        else:
+            out = q_net(obs)
+        q_taken = out.gather(1, taken_index).squeeze(1)  # (batch,)
+        with torch.no_grad():
+            next_target = target_net(next_obs)  # (batch, num_actions)
+            if c.double_q:
+                target = targets.double_q_target(
+                    returns, discounts, terminated, next_online, next_target
+                )
+            else:
+                target = targets.td_target(returns, discounts, terminated, next_target)
+        if c.loss == "huber":
+            per_sample = nn.functional.smooth_l1_loss(q_taken, target, reduction="none")
+        else:
+            per_sample = nn.functional.mse_loss(q_taken, target, reduction="none")
+        priority = (q_taken - target).detach().abs() if c.prioritized else per_sample
+        return per_sample, q_taken, priority
+
+    out = q_net(obs)
+    with torch.no_grad():
+        next_out = target_net(next_obs)  # (batch, num_actions, num_atoms)
+        chooser = q_net(next_obs) if c.double_q else next_out
+        chooser_q = expected_q(chooser, c.distributional, support)
+        next_dist = targets.greedy_value(chooser_q, next_out)  # (batch, num_atoms)
+    atoms = out.shape[-1]
+    taken = out.gather(1, taken_index[:, :, None].expand(-1, 1, atoms)).squeeze(1)
+    if c.distributional == "c51":
+        with torch.no_grad():
+            target_probs = targets.c51_project(
+                next_dist.softmax(-1), returns, discounts, terminated, support
+            )
+        per_sample = targets.c51_loss(taken, target_probs)
+        q_taken = (taken.detach().softmax(-1) * support).sum(-1)
+    else:
+        with torch.no_grad():
+            target_quantiles = targets.bootstrap_target(returns, discounts, terminated, next_dist)
+        per_sample = targets.quantile_huber_loss(taken, target_quantiles)
+        q_taken = taken.detach().mean(-1)
+    return per_sample, q_taken, per_sample.detach()
+
+
 class TorchEngine:
     """The update in torch: any network and variant, on the config's device.
 
@@ -219,7 +303,6 @@ class TorchEngine:
         )
         self._params = list(self.q_net.parameters())
         self._target_params = list(self.target_net.parameters())
-        self._rows: torch.Tensor | None = None  # arange(batch_size), made at the first update
         self._layers = self._numpy_layers()
 
     def _numpy_layers(self) -> list[tuple[np.ndarray, np.ndarray]] | None:
@@ -274,69 +357,16 @@ class TorchEngine:
         return UpdateResult(applied, loss_value, q_mean, priorities, norms)
 
     def _loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-sample loss, Q-values of the taken actions, and the new priorities; each (batch,).
-
-        The priority is |TD error| for scalar heads and the per-sample loss for distributional
-        ones (as in Rainbow, where the cross-entropy stands in for the TD error).
-        """
-        c = self.config
-        obs = self._tensor(self.encode(batch.obs))
-        next_obs = self._tensor(self.encode(batch.next_obs))
-        actions = self._tensor(batch.actions)
-        returns = self._tensor(batch.returns)
-        terminated = self._tensor(batch.terminated)
-        discounts = self._tensor(batch.discounts)
-        rows = self._rows
-        if rows is None:
-            rows = self._rows = torch.arange(c.batch_size, device=self.device)
-        if len(actions) != len(rows):
-            rows = torch.arange(len(actions), device=self.device)
-
-        if c.distributional == "none":
-            if c.double_q:
-                # One pass over obs and next_obs together: half the forward calls.
-                both = self.q_net(torch.cat([obs, next_obs]))
-                out, next_online = both[: len(actions)], both[len(actions) :].detach()
-            else:
-                out = self.q_net(obs)
-            q_taken = out[rows, actions]  # (batch,)
-            with torch.no_grad():
-                next_target = self.target_net(next_obs)  # (batch, num_actions)
-                if c.double_q:
-                    target = targets.double_q_target(
-                        returns, discounts, terminated, next_online, next_target
-                    )
-                else:
-                    target = targets.td_target(returns, discounts, terminated, next_target)
-            if c.loss == "huber":
-                per_sample = nn.functional.smooth_l1_loss(q_taken, target, reduction="none")
-            else:
-                per_sample = nn.functional.mse_loss(q_taken, target, reduction="none")
-            priority = (q_taken - target).detach().abs() if c.prioritized else per_sample
-            return per_sample, q_taken, priority
-
-        out = self.q_net(obs)
-        with torch.no_grad():
-            next_out = self.target_net(next_obs)  # (batch, num_actions, num_atoms)
-            chooser = self.q_net(next_obs) if c.double_q else next_out
-            chooser_q = expected_q(chooser, c.distributional, self.support)
-            next_dist = targets.greedy_value(chooser_q, next_out)  # (batch, num_atoms)
-        taken = out[rows, actions]  # (batch, num_atoms)
-        if c.distributional == "c51":
-            with torch.no_grad():
-                target_probs = targets.c51_project(
-                    next_dist.softmax(-1), returns, discounts, terminated, self.support
-                )
-            per_sample = targets.c51_loss(taken, target_probs)
-            q_taken = (taken.detach().softmax(-1) * self.support).sum(-1)
-        else:
-            with torch.no_grad():
-                target_quantiles = targets.bootstrap_target(
-                    returns, discounts, terminated, next_dist
-                )
-            per_sample = targets.quantile_huber_loss(taken, target_quantiles)
-            q_taken = taken.detach().mean(-1)
-        return per_sample, q_taken, per_sample.detach()
+        """`per_sample_loss` of this engine's networks on a replay batch."""
+        tensors = TensorBatch(
+            obs=self._tensor(self.encode(batch.obs)),
+            next_obs=self._tensor(self.encode(batch.next_obs)),
+            actions=self._tensor(batch.actions),
+            returns=self._tensor(batch.returns),
+            terminated=self._tensor(batch.terminated),
+            discounts=self._tensor(batch.discounts),
+        )
+        return per_sample_loss(self.q_net, self.target_net, tensors, self.config, self.support)
 
     def sync_target(self, tau: float) -> None:
         with torch.no_grad():

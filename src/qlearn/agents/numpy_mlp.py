@@ -61,6 +61,78 @@ def unsupported(config: DQNConfig, torso: str) -> list[str]:
     return reasons
 
 
+def loss_terms(
+    diff: np.ndarray, loss: str, weights: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample loss and its derivative in `diff` = Q(s, a) - target, any shape.
+
+    Huber (delta 1, as torch's smooth_l1_loss): 0.5 diff^2 where |diff| < 1, else |diff| - 0.5,
+    derivative clip(diff, -1, 1); MSE: diff^2, derivative 2 diff. Both times the importance
+    weights of prioritized replay, where given (`weights` broadcasts against `diff`).
+    """
+    if loss == "huber":
+        abs_diff = np.abs(diff)
+        per_sample = np.where(abs_diff < 1.0, 0.5 * diff * diff, abs_diff - 0.5)
+        dloss = np.clip(diff, -1.0, 1.0)
+    else:
+        per_sample = diff * diff
+        dloss = 2.0 * diff
+    if weights is not None:
+        per_sample = per_sample * weights
+        dloss = dloss * weights
+    return per_sample, dloss
+
+
+def adam_rows(
+    flat: np.ndarray,
+    grad: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_avg_sq: np.ndarray,
+    scratch: np.ndarray,
+    steps: np.ndarray,
+    config: DQNConfig,
+) -> None:
+    """Per row, clip the gradient's norm to `config.max_grad_norm`, then one Adam step in place,
+    with torch.optim.Adam's arithmetic; a row is one network's flat parameters.
+
+    The single engine passes one row, the stacked learner one per seed: the same float32
+    operations on each row, so a seed's weights equal its single run's bit for bit.
+
+    Args:
+        flat, grad, exp_avg, exp_avg_sq, scratch: (rows, num_params) float32.
+        steps: (rows,) Adam's step count of each row, this step included.
+        config: `learning_rate`, `adam_eps`, `max_grad_norm`.
+    """
+    c = config
+    if c.max_grad_norm is not None:
+        for k in range(len(grad)):
+            norm = math.sqrt(float(np.dot(grad[k], grad[k])))
+            coef = c.max_grad_norm / (norm + 1e-6)
+            if coef < 1.0:
+                grad[k] *= coef
+    lr, (beta1, beta2), eps = c.learning_rate, ADAM_BETAS, c.adam_eps
+    t = steps.astype(np.float64)
+    m, v, tmp = exp_avg, exp_avg_sq, scratch
+    np.subtract(grad, m, out=tmp)
+    tmp *= 1.0 - beta1
+    m += tmp
+    np.multiply(grad, grad, out=tmp)
+    tmp *= 1.0 - beta2
+    v *= beta2
+    v += tmp
+    # The factors are rounded to float32 before they scale float32 arrays, as a Python float
+    # is (NEP 50); a row that takes no step (t = 0) gets inf here and is restored by its caller.
+    with np.errstate(divide="ignore"):
+        inv_bias2_sqrt = (1.0 / np.sqrt(1.0 - beta2**t)).astype(np.float32)
+        step_size = (lr / (1.0 - beta1**t)).astype(np.float32)
+    np.sqrt(v, out=tmp)
+    tmp *= inv_bias2_sqrt[:, None]
+    tmp += eps
+    np.divide(m, tmp, out=tmp)
+    tmp *= step_size[:, None]
+    flat -= tmp
+
+
 class NumpyMLPEngine:
     """Gradient steps for a plain MLP `QNetwork`, computed in numpy on flat arrays.
 
@@ -135,32 +207,9 @@ class NumpyMLPEngine:
 
     def _adam(self) -> None:
         """Clip the global gradient norm, then one Adam step, as torch.optim.Adam does it."""
-        c = self.config
-        grad = self.grad
-        if c.max_grad_norm is not None:
-            norm = math.sqrt(float(np.dot(grad, grad)))
-            coef = c.max_grad_norm / (norm + 1e-6)
-            if coef < 1.0:
-                grad *= coef
-        lr, (beta1, beta2), eps = c.learning_rate, ADAM_BETAS, c.adam_eps
         self.steps += 1
-        t = float(self.steps[0])
-        m, v, tmp = self.exp_avg, self.exp_avg_sq, self._scratch
-        np.subtract(grad, m, out=tmp)
-        tmp *= 1.0 - beta1
-        m += tmp
-        np.multiply(grad, grad, out=tmp)
-        tmp *= 1.0 - beta2
-        v *= beta2
-        v += tmp
-        bias1 = 1.0 - beta1**t
-        bias2_sqrt = math.sqrt(1.0 - beta2**t)
-        np.sqrt(v, out=tmp)
-        tmp *= 1.0 / bias2_sqrt
-        tmp += eps
-        np.divide(m, tmp, out=tmp)
-        tmp *= lr / bias1
-        self.flat -= tmp
+        rows = (self.flat, self.grad, self.exp_avg, self.exp_avg_sq, self._scratch)
+        adam_rows(*(a[None] for a in rows), np.array([float(self.steps[0])]), self.config)
 
     # ------------------------------------------------------------------ the update
     def target_values(self, next_x: np.ndarray) -> np.ndarray:
@@ -240,16 +289,7 @@ class NumpyMLPEngine:
         rows = np.arange(n)
         q_taken = acts[-1][rows, actions]
         diff = q_taken - target
-        if self.config.loss == "huber":
-            abs_diff = np.abs(diff)
-            per_sample = np.where(abs_diff < 1.0, 0.5 * diff * diff, abs_diff - 0.5)
-            dloss = np.clip(diff, -1.0, 1.0)
-        else:
-            per_sample = diff * diff
-            dloss = 2.0 * diff
-        if weights is not None:
-            per_sample = per_sample * weights
-            dloss = dloss * weights
+        per_sample, dloss = loss_terms(diff, self.config.loss, weights)
         loss = float(np.add.reduce(per_sample)) / n
         if math.isfinite(loss):
             grad_out = np.zeros_like(acts[-1])

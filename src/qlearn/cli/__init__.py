@@ -15,6 +15,7 @@ from qlearn.errors import QlearnError
 # and tabular tools.
 from qlearn.cli import dqn as _dqn  # noqa: F401  isort: skip
 from qlearn.cli import tune as _tune  # noqa: F401  isort: skip
+from qlearn.cli import seeds as _seeds  # noqa: F401  isort: skip
 from qlearn.cli import deploy as _deploy  # noqa: F401  isort: skip
 from qlearn.cli import settings as _settings  # noqa: F401  isort: skip
 from qlearn.cli import study as _study  # noqa: F401  isort: skip

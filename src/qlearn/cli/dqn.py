@@ -61,10 +61,43 @@ def train(
         str | None,
         typer.Option(help="Ray cluster a --distributed run joins (default: a local one)."),
     ] = None,
+    seeds: Annotated[
+        int | None,
+        typer.Option(
+            help="Train this many seeds (seed, seed+1, ...) together in one process; the run "
+            "dir gets one run dir per seed and `qlearn eval`/`plot` summarise them."
+        ),
+    ] = None,
 ) -> None:
     """Train a DQN and evaluate it; the run dir keeps config, logs and checkpoints."""
+    from qlearn.cli.seeds import check_seeds_option, train_seeds
     from qlearn.distributed import ApeX, DistributedConfig, is_distributed_run
+    from qlearn.run_dirs import is_multi_seed_run
     from qlearn.train import DQN
+
+    check_seeds_option(seeds)
+    if seeds is not None and distributed:
+        raise ConfigError(
+            "--seeds and --distributed do not combine yet; train the seeds in one process "
+            "(--seeds) or one seed on Ray (--distributed)"
+        )
+    if resume is not None and seeds is not None:
+        raise ConfigError("--resume continues a run with the seeds it has; drop --seeds")
+    if resume is not None and is_multi_seed_run(resume):
+        if env or preset or config or overrides or steps is not None or run_dir is not None:
+            raise ConfigError(
+                "--resume continues the run with its saved config, seeds, total steps and run "
+                "dir; drop ENV/--preset/--config/--set/--steps/--run-dir"
+            )
+        train_seeds(None, None, 0, None, resume, progress)
+        return
+    if seeds is not None:
+        if env is None:
+            raise ConfigError("give an env id (e.g. qlearn train CartPole-v1 --seeds 16)")
+        steps_override = [f"total_steps={steps}"] if steps is not None else []
+        cfg = build_config(preset, config, [*(overrides or []), *steps_override])
+        train_seeds(env, cfg, seeds, run_dir, None, progress)
+        return
 
     runner: DQN | ApeX
 
@@ -136,10 +169,18 @@ def eval_(
 
     A success rate is shown only for envs that end at a goal (FrozenLake, CliffWalking, Taxi).
     """
+    from qlearn.run_dirs import is_multi_seed_run
     from qlearn.train import DQN
 
     if seed is not None:
         check_seed(seed, "--seed")
+    if is_multi_seed_run(run_dir):
+        from qlearn.cli.seeds import eval_seeds
+
+        if seed is not None:
+            raise ConfigError("--seed applies to one run; a multi-seed run uses held-out seeds")
+        eval_seeds(run_dir, episodes, json_out)
+        return
     agent = DQN.load(run_dir)
     result = agent.evaluate(episodes, seed=seed)
     if json_out:
@@ -169,6 +210,9 @@ def play(
     # Before loading and playing: a path the GIF cannot go to fails now, not after the work.
     check_output_path(gif, GIF_FORMATS, "--gif")
     check_seed(seed, "--seed")
+    from qlearn.cli.seeds import refuse_parent
+
+    refuse_parent(run_dir, "play")
     agent = DQN.load(run_dir)
     env = agent.make_eval_env(render_mode="rgb_array")
     frames: list = []
@@ -190,8 +234,14 @@ def plot(
 ) -> None:
     """Draw the learning curve (episode returns and evaluations) as a PNG, SVG or PDF."""
     from qlearn.plots import PLOT_FORMATS, check_output_path, learning_curve
+    from qlearn.run_dirs import is_multi_seed_run
 
     out = check_output_path(out, PLOT_FORMATS, "--out") if out is not None else None
+    if is_multi_seed_run(run_dir):
+        from qlearn.cli.seeds import plot_seeds
+
+        plot_seeds(run_dir, out)
+        return
     path = learning_curve(run_dir, out or run_dir / "learning_curve.png")
     typer.echo(f"wrote {path}")
 

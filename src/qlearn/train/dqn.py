@@ -341,32 +341,8 @@ class DQN:
     def prepare_run_dir(self) -> None:
         """Create the run dir, check it is writable, and write the resolved config."""
         assert self.run_dir is not None
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.run_dir / ".write-test"
-            probe.write_text("ok", encoding="utf-8")
-            probe.unlink()
-        except OSError as exc:
-            raise ConfigError(
-                f"run directory {str(self.run_dir)!r} is not writable ({exc.strerror}); "
-                "choose another with --run-dir"
-            ) from None
-        if self.counters.step == 0 and checkpoint.checkpoint_dirs(self.run_dir):
-            # A fresh run here would mix with the old one: pruning would delete the new
-            # checkpoints (lower step numbers) and --resume would pick the old run's.
-            raise ConfigError(
-                f"run directory {str(self.run_dir)!r} already holds checkpoints of another run; "
-                f"continue it with --resume {self.run_dir}, or choose another --run-dir"
-            )
-        checkpoint.remove_temporaries(self.run_dir)
-        checkpoint.atomic_write_text(self.run_dir / RUN_CONFIG, self.config.to_toml())
-        info = {
-            "env_id": self.env_id,
-            "env_kwargs": self.env_kwargs,
-            "qlearn": __version__,
-            "spec": self.spec.to_dict(),
-        }
-        checkpoint.atomic_write_text(self.run_dir / RUN_INFO, json.dumps(info, indent=2))
+        open_run_dir(self.run_dir, fresh=self.counters.step == 0)
+        write_run_files(self.run_dir, self.config, self.env_id, self.env_kwargs, self.spec)
 
     def meta(self) -> TrainingMeta:
         """What a checkpoint's meta.json holds beside the tensors: config, env, counters and
@@ -503,6 +479,47 @@ def keep_best_eval(counters: Counters, run_dir: Path) -> None:
     with contextlib.suppress(CheckpointError, KeyError, TypeError, ValueError):
         best = float(checkpoint.read_meta(run_dir / BEST)["counters"]["best_eval"])
         counters.best_eval = max(counters.best_eval, best)
+
+
+def open_run_dir(run_dir: Path, *, fresh: bool) -> None:
+    """Create `run_dir` and check it is writable; refuse a fresh run (`fresh`) where another
+    run left checkpoints; delete what an interrupted write left behind."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("ok", encoding="utf-8")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"run directory {str(run_dir)!r} is not writable ({exc.strerror}); "
+            "choose another with --run-dir"
+        ) from None
+    if fresh and checkpoint.checkpoint_dirs(run_dir):
+        # A fresh run here would mix with the old one: pruning would delete the new
+        # checkpoints (lower step numbers) and --resume would pick the old run's.
+        raise ConfigError(
+            f"run directory {str(run_dir)!r} already holds checkpoints of another run; "
+            f"continue it with --resume {run_dir}, or choose another --run-dir"
+        )
+    checkpoint.remove_temporaries(run_dir)
+
+
+def write_run_files(
+    run_dir: Path,
+    config: DQNConfig,
+    env_id: str | None,
+    env_kwargs: dict[str, Any],
+    spec: EnvSpec,
+) -> None:
+    """A run's resolved config (RUN_CONFIG) and what it trains on (RUN_INFO)."""
+    checkpoint.atomic_write_text(run_dir / RUN_CONFIG, config.to_toml())
+    info = {
+        "env_id": env_id,
+        "env_kwargs": env_kwargs,
+        "qlearn": __version__,
+        "spec": spec.to_dict(),
+    }
+    checkpoint.atomic_write_text(run_dir / RUN_INFO, json.dumps(info, indent=2))
 
 
 def _no_checkpoint_message(run_dir: Path) -> str:
