@@ -261,7 +261,7 @@ class ApeX:
 
         `callback(agent, metrics)` is called after each evaluation; returning False stops.
         """
-        c, counters, agent = self.config, self.counters, self.agent
+        c, agent = self.config, self.agent
         if not agent.set_target_step(steps):
             return agent
         if self.run_dir is not None:
@@ -269,13 +269,7 @@ class ApeX:
             checkpoint.atomic_write_text(
                 self.run_dir / DISTRIBUTED_CONFIG, self.distributed.to_toml()
             )
-        monitor = Monitor(
-            self.run_dir,
-            counters.target_step,
-            progress=agent.progress,
-            tensorboard=c.tensorboard,
-            initial_step=counters.step,
-        )
+        monitor = agent.make_monitor()
         # The backend first: ray.init installs signal handlers of its own, which `stop`
         # replaces while training runs.
         backend = self.backend = self._make_backend()

@@ -257,13 +257,7 @@ class DQN:
             return self
         if self.run_dir is not None:
             self.prepare_run_dir()
-        monitor = Monitor(
-            self.run_dir,
-            counters.target_step,
-            progress=self.progress,
-            tensorboard=c.tensorboard,
-            initial_step=counters.step,
-        )
+        monitor = self.make_monitor()
         envs = self._make_train_envs()
         stop = StopFlag()
         hooks = loop.Hooks(
@@ -338,6 +332,16 @@ class DQN:
         return summary
 
     # ------------------------------------------------------------------ files
+    def make_monitor(self) -> Monitor:
+        """The logs and progress of training from the current step to `counters.target_step`."""
+        return Monitor(
+            self.run_dir,
+            self.counters.target_step,
+            progress=self.progress,
+            tensorboard=self.config.tensorboard,
+            initial_step=self.counters.step,
+        )
+
     def prepare_run_dir(self) -> None:
         """Create the run dir, check it is writable, and write the resolved config."""
         assert self.run_dir is not None
