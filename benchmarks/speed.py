@@ -22,6 +22,7 @@ Each run happens in a fresh subprocess (so peak memory is its own), with one tor
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
 import resource
@@ -330,6 +331,40 @@ def throughput(steps: int, num_envs_list: list[int]) -> dict[str, Any]:
     out["replay_bytes_per_transition"] = per
     out["replay_mb_for_1m"] = per * 1_000_000 / 2**20
     return out
+
+
+def cpu_throughput(steps: int, num_envs_list: list[int], repeats: int = 3) -> dict[str, Any]:
+    """`throughput`'s configuration timed in CPU seconds of this process (best of `repeats`
+    calls of `learn(steps)` after a warm-up): steal time and other jobs on a shared machine
+    leave it nearly untouched, where wall-clock rates move by 20%."""
+    import torch
+
+    from qlearn import DQN, DQNConfig
+
+    torch.set_num_threads(1)
+    rows = []
+    for num_envs in num_envs_list:
+        config = DQNConfig(
+            total_steps=10**9,
+            learning_starts=1000,
+            train_interval=4,
+            batch_size=64,
+            hidden_sizes=(64, 64),
+            num_envs=num_envs,
+            eval_interval=0,
+            target_update_interval=100,
+            checkpoint_interval=0,
+            checkpoint_minutes=0,
+        )
+        agent = DQN("CartPole-v1", config)
+        agent.learn(2000)  # past learning_starts; not timed
+        best = math.inf
+        for _ in range(repeats):
+            t0 = time.process_time()
+            agent.learn(steps)
+            best = min(best, time.process_time() - t0)
+        rows.append({"num_envs": num_envs, "cpu_steps_per_s": steps / best})
+    return {"rows": rows}
 
 
 # ---------------------------------------------------------------------------------- driver

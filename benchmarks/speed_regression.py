@@ -79,7 +79,8 @@ def main() -> None:
     parser.add_argument(
         "--parts",
         default="solve,engine,throughput",
-        help="comma-separated subset of solve,engine,throughput (default: %(default)s)",
+        help="comma-separated subset of solve,engine,throughput,cpu (default: %(default)s); "
+        "cpu: the throughput configuration in CPU seconds, best of 3",
     )
     add_quick(parser)
     add_results(parser)
@@ -97,7 +98,12 @@ def main() -> None:
     report: dict[str, Any] = {"base": base_commit, "quick": args.quick}
     with tempfile.TemporaryDirectory() as tmp:
         trees["base"] = export_src(base_commit, Path(tmp))
-        runs: dict[str, list[dict[str, Any]]] = {"solve": [], "engine": [], "throughput": []}
+        runs: dict[str, list[dict[str, Any]]] = {
+            "solve": [],
+            "engine": [],
+            "throughput": [],
+            "cpu": [],
+        }
         parts = set(args.parts.split(","))
         for seed in args.seeds if "solve" in parts else []:
             for name, src in trees.items():
@@ -121,6 +127,14 @@ def main() -> None:
                     f"{row['num_envs']}: {row['qlearn_steps_per_s']:.0f}" for row in r["rows"]
                 )
                 print(f"throughput {name:4s} repeat {repeat}: {rates} steps/s", flush=True)
+        for repeat in range(args.throughput_repeats if "cpu" in parts else 0):
+            for name, src in trees.items():
+                r = run_worker(src, f"cpu_throughput({args.throughput_steps // 2}, [1, 8, 32])")
+                runs["cpu"].append({"tree": name, "repeat": repeat, **r})
+                rates = ", ".join(
+                    f"{row['num_envs']}: {row['cpu_steps_per_s']:.0f}" for row in r["rows"]
+                )
+                print(f"cpu {name:4s} repeat {repeat}: {rates} steps per CPU-s", flush=True)
     report["runs"] = runs
 
     def of(kind: str, tree: str, key: str) -> list[float]:
@@ -150,6 +164,14 @@ def main() -> None:
             for t in trees
         }
         summary[f"steps_per_s_{num_envs}_envs_new_over_base"] = _ratio(rate["new"], rate["base"])
+    for i, num_envs in enumerate((1, 8, 32) if runs["cpu"] else ()):
+        rate = {
+            t: [r["rows"][i]["cpu_steps_per_s"] for r in runs["cpu"] if r["tree"] == t]
+            for t in trees
+        }
+        summary[f"cpu_steps_per_s_{num_envs}_envs_new_over_base"] = _ratio(
+            rate["new"], rate["base"]
+        )
     report["summary"] = summary
     print(
         markdown_table(
