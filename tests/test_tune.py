@@ -64,7 +64,7 @@ def small_setup(**changes: object) -> TuneSetup:
         evaluations=2,
         eval_episodes=3,
         trials=3,
-        startup_trials=1,
+        startup_trials=3,  # no trial of these small studies is pruned, whatever it scores
     )
     return dataclasses.replace(setup, **changes)
 
@@ -182,9 +182,24 @@ def test_setup_refuses_a_budget_the_base_cannot_take() -> None:
 
 
 def test_train_seeds_scores_each_seed_as_its_own_run() -> None:
-    """Seed k of a trial equals a plain run of seed k: the invariant the multi-seed engine
-    (issue #13) must keep when it replaces the sequential loop."""
+    """The seeds of a trial train together (`MultiSeedDQN`), yet seed k's score is the one a
+    plain run of seed k gets, and every evaluation reports every seed's mean return."""
     config = small_setup().trial_base().replace(learning_starts=100, buffer_size=1000)
+    reports: list[tuple[int, list[float]]] = []
+    scores = train_seeds(ENV, config, [3, 4], lambda step, r: reports.append((step, r)) or True)
+    assert scores is not None
+    periodic = {step: [] for step in (300, 600)}
+    for seed, score in zip([3, 4], scores, strict=True):
+        agent = DQN(ENV, config.replace(seed=seed))
+        agent.learn(callback=lambda a, m: periodic[int(m["step"])].append(m["mean_return"]))
+        assert score == agent.evaluate(config.eval_episodes).mean_return
+    assert reports == [(300, periodic[300]), (600, periodic[600])]
+
+
+def test_train_seeds_with_several_envs_trains_seeds_in_turn() -> None:
+    """num_envs > 1 (which the multi-seed engine refuses) trains the seeds one after another;
+    only the first seed reports its evaluations."""
+    config = small_setup().trial_base().replace(learning_starts=100, buffer_size=1000, num_envs=2)
     reports: list[tuple[int, list[float]]] = []
     scores = train_seeds(ENV, config, [3, 4], lambda step, r: reports.append((step, r)) or True)
     assert scores is not None
@@ -192,7 +207,7 @@ def test_train_seeds_scores_each_seed_as_its_own_run() -> None:
         agent = DQN(ENV, config.replace(seed=seed))
         agent.learn()
         assert score == agent.evaluate(config.eval_episodes).mean_return
-    assert [step for step, _ in reports] == [300, 600]
+    assert [step // 300 for step, _ in reports] == [1, 2]  # two envs may cross 300 at 301
     assert all(len(returns) == 1 for _, returns in reports)
 
 
@@ -225,7 +240,7 @@ def test_a_trial_scores_the_iqm_of_its_seeds(finished_study: Path) -> None:
         assert trial.value == pytest.approx(np.mean(scores))
         assert trial.value == pytest.approx(iqm(scores))
         assert trial.user_attrs["iqm_low"] <= trial.value <= trial.user_attrs["iqm_high"]
-        assert sorted(trial.intermediate_values) == [300, 600]  # the first seed's evaluations
+        assert sorted(trial.intermediate_values) == [300, 600]  # the seeds' IQM at each evaluation
 
 
 def test_the_report_files(finished_study: Path) -> None:
@@ -312,6 +327,31 @@ def test_a_trial_that_raises_is_recorded_as_failed(
     assert report.best is None
     assert report.notes == ["no trial completed: no best config and no plots"]
     assert not (tmp_path / BEST_CONFIG_FILE).exists()
+
+
+def test_a_trial_behind_the_median_is_pruned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pruner sees the IQM of the seeds' returns at each evaluation: after one trial whose
+    seeds reached 100, one whose seeds reach 0, 0 and 50 (IQM 16.7) stops at its first."""
+    import qlearn.tune
+
+    curves = iter([[100.0, 100.0, 100.0], [0.0, 0.0, 50.0]])
+
+    def fake(env_id, config, seeds, on_eval):  # type: ignore[no-untyped-def]
+        returns = next(curves)
+        for step in (300, 600):
+            if not on_eval(step, returns):
+                return None
+        return returns
+
+    monkeypatch.setattr(qlearn.tune, "train_seeds", fake)
+    create_study(tmp_path, small_setup(trials=2, startup_trials=1))
+    records = [trial_record(t) for t in run_study(tmp_path).get_trials()]
+    assert [(r.state, r.value, r.pruned_at_step) for r in records] == [
+        ("complete", 100.0, None),
+        ("pruned", pytest.approx(50 / 3), 300),
+    ]
 
 
 def test_a_killed_study_resumes_and_reruns_the_interrupted_trial(tmp_path: Path) -> None:

@@ -373,28 +373,43 @@ def train_seeds(
     seeds: Sequence[int],
     on_eval: Callable[[int, list[float]], bool] | None = None,
 ) -> list[float] | None:
-    """Train `config` on each seed; each seed's held-out greedy mean return, or None if stopped.
+    """Train `config` on every seed; each seed's held-out greedy mean return, or None if stopped.
 
-    The seeds train one after another in this process for now. The multi-seed engine (issue #13)
-    will train them together; this function is the one place to switch. `on_eval(step,
-    returns)` is called at each periodic evaluation with the mean returns of the seeds evaluated
-    at that step (one after another, only the first seed reports, so a trial is compared, and
-    pruned, on its first seed's curve); returning False stops training and this returns None.
-    A seed's score is `DQN.evaluate(config.eval_episodes)`: episodes no periodic evaluation saw.
+    The seeds train together in this process (`MultiSeedDQN`, one env per seed): seed k learns
+    what a single run of seed k learns, at a fraction of the time of training them one after
+    another. A config with `num_envs > 1`, which the multi-seed engine does not take, trains its
+    seeds one after another instead. `on_eval(step, returns)` is called at each periodic
+    evaluation with the mean return of every seed at that step (of the first seed only, when the
+    seeds train one after another); returning False stops training and this returns None. A
+    seed's score is the mean return of `config.eval_episodes` held-out greedy episodes, which no
+    periodic evaluation saw (`DQN.evaluate`).
 
     Raises:
-        TrainingError: a seed's training failed (a non-finite loss, say).
+        TrainingError: training failed (a non-finite loss, say).
     """
     from qlearn.train import DQN
+    from qlearn.train.multi_seed import MultiSeedDQN
 
-    def report(_agent: DQN, metrics: dict[str, float]) -> bool:
+    if config.num_envs == 1:
+        runs = MultiSeedDQN(env_id, config, seeds=seeds)
+
+        def report_all(runs: MultiSeedDQN, step: int) -> bool:
+            assert on_eval is not None
+            return on_eval(step, [sc.last_eval for sc in runs.seed_counters])
+
+        runs.learn(callback=report_all if on_eval is not None else None)
+        if runs.counters.step < config.total_steps:
+            return None
+        return [result.mean_return for result in runs.evaluate(config.eval_episodes)]
+
+    def report_first(_agent: DQN, metrics: dict[str, float]) -> bool:
         assert on_eval is not None
         return on_eval(int(metrics["step"]), [float(metrics["mean_return"])])
 
     scores = []
     for index, seed in enumerate(seeds):
         agent = DQN(env_id, config.replace(seed=seed))
-        agent.learn(callback=report if index == 0 and on_eval is not None else None)
+        agent.learn(callback=report_first if index == 0 and on_eval is not None else None)
         if agent.counters.step < config.total_steps:
             return None
         scores.append(agent.evaluate(config.eval_episodes).mean_return)

@@ -54,9 +54,10 @@ from qlearn.distributed.parts import (
 )
 from qlearn.errors import CheckpointError, ConfigError, TrainingError
 from qlearn.monitor import Monitor, ProgressOutput
-from qlearn.train.dqn import DQN, KEEP_CHECKPOINTS, checkpoint_to_resume, keep_best_eval
+from qlearn.train.dqn import DQN
 from qlearn.train.loop import TRAIN_LOG_INTERVAL, TrainingInterrupted
 from qlearn.train.process import StopFlag, training_settings
+from qlearn.train.run_dir import KEEP_CHECKPOINTS, checkpoint_to_resume, keep_best_eval
 
 DISTRIBUTED_CONFIG = "distributed.toml"
 """Written in a distributed run's folder: it marks the run as one, for `--resume`."""

@@ -156,17 +156,11 @@ class OneEnv:
             episodes = [(self.ep_return, self.ep_length)]
             self.ep_return, self.ep_length = 0.0, 0
             obs = np.asarray(self.env.reset()[0])[None]
+        # Positional: this runs at every step, and keywords cost a NamedTuple ~0.3 us more.
         return EnvStep(
-            obs,
-            next_obs,
-            self.rewards,
-            self.terminated,
-            self.truncated,
-            made=None,
-            num_made=1,
-            episodes=episodes,
-            nonfinite=nonfinite,
-        )
+            obs, next_obs, self.rewards, self.terminated, self.truncated, None, 1, episodes,
+            nonfinite,
+        )  # fmt: skip
 
     def close(self) -> None:
         self.env.close()

@@ -48,9 +48,9 @@ from qlearn.evaluation import (
 from qlearn.monitor import Monitor, ProgressOutput, progress_output
 from qlearn.run_dirs import AGGREGATE, MULTI_SEED_INFO, seed_dir_name
 from qlearn.schedules import num_crossings, per_beta
-from qlearn.train.dqn import KEEP_CHECKPOINTS, RUN_CONFIG, open_run_dir, write_run_files
 from qlearn.train.loop import FLOAT32_MAX, TRAIN_LOG_INTERVAL, TrainingInterrupted
 from qlearn.train.process import StopFlag, training_settings
+from qlearn.train.run_dir import KEEP_CHECKPOINTS, RUN_CONFIG, open_run_dir, write_run_files
 
 SEED_PREFIX = "seed."  # checkpoint keys of seed index i start with f"seed.{i}."
 
@@ -66,6 +66,8 @@ class SeedCounters:
     """First step at which a periodic evaluation reached the env's reward threshold."""
     solved_time: float | None = None
     """Training wall time (all seeds together) at that evaluation, seconds."""
+    last_eval: float = math.nan
+    """Mean return of the latest periodic evaluation (NaN before the first)."""
 
 
 @dataclasses.dataclass
@@ -539,6 +541,7 @@ class _MultiRun:
         threshold = owner.reward_threshold
         for k, (result, sc) in enumerate(zip(results, owner.seed_counters, strict=True)):
             sc.num_evals += 1
+            sc.last_eval = result.mean_return
             summary = {
                 **result.summary(),
                 "eval_time_s": eval_time,
