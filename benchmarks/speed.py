@@ -367,6 +367,42 @@ def cpu_throughput(steps: int, num_envs_list: list[int], repeats: int = 3) -> di
     return {"rows": rows}
 
 
+def counted_segment(config_name: str, steps: int) -> None:
+    """Train `steps` env steps of one configuration between two `os.getppid()` calls, for
+    `valgrind --tool=callgrind --dump-before=getppid` to count the instructions of that segment
+    alone (its second dump): imports, set-up and the warm-up past `learning_starts` fall outside.
+
+    Configurations: `preset` (the `cartpole` preset, the time-to-solve run), `zoo` (the zoo's
+    settings, the engine run), and `envs1`, `envs8`, `envs32` (`throughput`'s configuration).
+    """
+    import torch
+
+    from qlearn import DQN, DQNConfig
+    from qlearn.presets import load_preset
+
+    torch.set_num_threads(1)
+    run = {"total_steps": 10**9, "eval_interval": 0, "checkpoint_interval": 0}
+    if config_name == "preset":
+        config = load_preset("cartpole").replace(**run)
+    elif config_name == "zoo":
+        config = DQNConfig(**{**_zoo_as_qlearn(10**9), **run})
+    else:
+        config = DQNConfig(
+            learning_starts=1000,
+            train_interval=4,
+            batch_size=64,
+            hidden_sizes=(64, 64),
+            num_envs=int(config_name.removeprefix("envs")),
+            target_update_interval=100,
+            **run,
+        )
+    agent = DQN("CartPole-v1", config.replace(checkpoint_minutes=0))
+    agent.learn(config.learning_starts + 1000)
+    os.getppid()
+    agent.learn(steps)
+    os.getppid()
+
+
 # ---------------------------------------------------------------------------------- driver
 def _in_subprocess(fn: Any, *args: Any) -> Any:
     ctx = mp.get_context("spawn")

@@ -11,18 +11,29 @@ Ratios are new / base: time ratios below 1 and rate ratios above 1 mean this tre
 seed, same steps: where the two trees learn bit-identically, the steps to solve match too.
 
     python benchmarks/speed_regression.py                 # 5 solve seeds, 3 engine, 3 throughput
+    python benchmarks/speed_regression.py --parts instructions   # instructions per env step
     python benchmarks/speed_regression.py --quick         # a smoke version for CI
+
+Wall-clock and CPU-time ratios on a shared VM move by 15-20% between two runs of the same pair
+of commits. The `instructions` part does not: it counts the instructions each tree executes
+per env step under valgrind's callgrind (`speed.counted_segment`: the `cartpole` preset that the
+time-to-solve run trains, the zoo's settings that the engine run trains, and the throughput
+configuration with 1, 8 and 32 envs), the same count on every run whatever else the machine
+does. Both trees learn bit-identically, so equal work per step means an equal time to solve.
+It needs valgrind (Debian's `valgrind` package) and takes about 15 minutes on 2 cores.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -63,6 +74,40 @@ def run_worker(src: Path, call: str) -> dict[str, Any]:
     return json.loads(line[len("RESULT ") :])
 
 
+INSTRUCTION_CONFIGS = {"preset": 4000, "zoo": 4000, "envs1": 4000, "envs8": 4000, "envs32": 4000}
+"""Env steps counted per configuration of the `instructions` part."""
+
+
+def count_instructions(tree: str, src: Path, config_name: str, steps: int, out_dir: Path) -> int:
+    """Instructions executed by `speed.counted_segment(config_name, steps)` with `src`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{tree}.{config_name}.callgrind"
+    code = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(HERE)!r})\n"
+        "import speed\n"
+        f"speed.counted_segment({config_name!r}, {steps})\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--dump-before=getppid",
+        f"--callgrind-out-file={out}",
+        sys.executable,
+        "-c",
+        code,
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"callgrind of {config_name} failed with {src}:\n{done.stderr[-2000:]}")
+    # Dump 1 ends at the first getppid, dump 2 (the segment) at the second.
+    for line in Path(f"{out}.2").read_text().splitlines():
+        if line.startswith("totals:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no totals in {out}.2")
+
+
 def _ratio(new: list[float], base: list[float]) -> float:
     return statistics.median(new) / statistics.median(base)
 
@@ -79,8 +124,9 @@ def main() -> None:
     parser.add_argument(
         "--parts",
         default="solve,engine,throughput",
-        help="comma-separated subset of solve,engine,throughput,cpu (default: %(default)s); "
-        "cpu: the throughput configuration in CPU seconds, best of 3",
+        help="comma-separated subset of solve,engine,throughput,cpu,instructions (default: "
+        "%(default)s); cpu: the throughput configuration in CPU seconds, best of 3; "
+        "instructions: instructions per env step under callgrind (needs valgrind)",
     )
     add_quick(parser)
     add_results(parser)
@@ -103,6 +149,7 @@ def main() -> None:
             "engine": [],
             "throughput": [],
             "cpu": [],
+            "instructions": [],
         }
         parts = set(args.parts.split(","))
         for seed in args.seeds if "solve" in parts else []:
@@ -135,6 +182,26 @@ def main() -> None:
                     f"{row['num_envs']}: {row['cpu_steps_per_s']:.0f}" for row in r["rows"]
                 )
                 print(f"cpu {name:4s} repeat {repeat}: {rates} steps per CPU-s", flush=True)
+        if "instructions" in parts:
+            if shutil.which("valgrind") is None:
+                raise SystemExit("the instructions part needs valgrind (apt install valgrind)")
+            steps = {k: (400 if args.quick else v) for k, v in INSTRUCTION_CONFIGS.items()}
+            jobs = [(name, src, config) for config in steps for name, src in trees.items()]
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+                counts = list(
+                    pool.map(
+                        lambda j: count_instructions(
+                            j[0], j[1], j[2], steps[j[2]], Path(tmp) / "callgrind"
+                        ),
+                        jobs,
+                    )
+                )
+            for (name, _, config), count in zip(jobs, counts, strict=True):
+                per_step = count / steps[config]
+                runs["instructions"].append(
+                    {"tree": name, "config": config, "instructions_per_step": per_step}
+                )
+                print(f"instructions {name:4s} {config}: {per_step:,.0f} per env step", flush=True)
     report["runs"] = runs
 
     def of(kind: str, tree: str, key: str) -> list[float]:
@@ -172,6 +239,13 @@ def main() -> None:
         summary[f"cpu_steps_per_s_{num_envs}_envs_new_over_base"] = _ratio(
             rate["new"], rate["base"]
         )
+    for config in dict.fromkeys(r["config"] for r in runs["instructions"]):
+        per = {
+            r["tree"]: r["instructions_per_step"]
+            for r in runs["instructions"]
+            if r["config"] == config
+        }
+        summary[f"instructions_per_step_{config}_new_over_base"] = per["new"] / per["base"]
     report["summary"] = summary
     print(
         markdown_table(

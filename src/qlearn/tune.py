@@ -309,7 +309,7 @@ class TuneSetup:
     space: Space
     steps: int
     """Env steps each seed of a trial trains."""
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     """Every trial trains on these seeds; its score is the IQM of their returns."""
     evaluations: int = 5
     """Periodic evaluations per seed, the points where the pruner may stop a trial."""

@@ -77,8 +77,12 @@ def tune(
     ] = None,
     steps: Annotated[int, typer.Option(help="Env steps each seed of a trial trains.")] = 50_000,
     seeds: Annotated[
-        int, typer.Option(help="Seeds per trial (0, 1, ...); a trial scores their IQM.")
-    ] = 3,
+        int,
+        typer.Option(
+            help="Seeds per trial (0, 1, ...), trained together in one process; a trial "
+            "scores their IQM."
+        ),
+    ] = 5,
     space: Annotated[
         Path | None,
         typer.Option(
