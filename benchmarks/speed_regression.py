@@ -74,8 +74,10 @@ def run_worker(src: Path, call: str) -> dict[str, Any]:
     return json.loads(line[len("RESULT ") :])
 
 
-INSTRUCTION_CONFIGS = {"preset": 4000, "zoo": 4000, "envs1": 4000, "envs8": 4000, "envs32": 4000}
-"""Env steps counted per configuration of the `instructions` part."""
+INSTRUCTION_CONFIGS = {"preset": 4000, "zoo": 512, "envs1": 4000, "envs8": 4000, "envs32": 4000}
+"""Env steps counted per configuration of the `instructions` part. The zoo's settings do 128
+gradient steps on a 256x256 network every 256 env steps, which callgrind runs ~50x slower than
+the CPU: 512 steps (two of those phases) take it about 10 minutes."""
 
 
 def count_instructions(tree: str, src: Path, config_name: str, steps: int, out_dir: Path) -> int:
@@ -126,7 +128,13 @@ def main() -> None:
         default="solve,engine,throughput",
         help="comma-separated subset of solve,engine,throughput,cpu,instructions (default: "
         "%(default)s); cpu: the throughput configuration in CPU seconds, best of 3; "
-        "instructions: instructions per env step under callgrind (needs valgrind)",
+        "instructions: instructions per env step under callgrind (needs valgrind); "
+        "--instruction-configs picks its configurations",
+    )
+    parser.add_argument(
+        "--instruction-configs",
+        default=",".join(INSTRUCTION_CONFIGS),
+        help="comma-separated subset of %(default)s for the instructions part",
     )
     add_quick(parser)
     add_results(parser)
@@ -185,7 +193,11 @@ def main() -> None:
         if "instructions" in parts:
             if shutil.which("valgrind") is None:
                 raise SystemExit("the instructions part needs valgrind (apt install valgrind)")
-            steps = {k: (400 if args.quick else v) for k, v in INSTRUCTION_CONFIGS.items()}
+            chosen = args.instruction_configs.split(",")
+            unknown = sorted(set(chosen) - set(INSTRUCTION_CONFIGS))
+            if unknown:
+                raise SystemExit(f"unknown --instruction-configs {unknown}")
+            steps = {k: (400 if args.quick else INSTRUCTION_CONFIGS[k]) for k in chosen}
             jobs = [(name, src, config) for config in steps for name, src in trees.items()]
             with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
                 counts = list(
